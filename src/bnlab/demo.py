@@ -34,6 +34,8 @@ def main() -> None:
             f"{y.std(dims, unbiased=False)[c]:.4f}",
         )
     console.print(table)
+    assert ours.running_mean is not None and theirs.running_mean is not None
+    assert ours.running_var is not None and theirs.running_var is not None
     console.print(
         "max |bnlab - torch.nn.BatchNorm2d|: "
         f"output {(y - y_ref).abs().max():.2e}, "

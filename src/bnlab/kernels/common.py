@@ -17,12 +17,12 @@ def channel_view(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """The memory format that ``x`` is laid out in (channels_last variants or contiguous)."""
+    if x.is_contiguous():  # also wins when both hold (C == 1 or H == W == 1)
+        return torch.contiguous_format
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        if not x.is_contiguous():
-            return torch.channels_last
+        return torch.channels_last
     if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        if not x.is_contiguous():
-            return torch.channels_last_3d
+        return torch.channels_last_3d
     return torch.contiguous_format
 
 

@@ -124,7 +124,7 @@ class BatchNormBase(nn.Module):
         error_msgs: list[str],
     ) -> None:
         # Checkpoints written before num_batches_tracked existed (version < 2) lack the key.
-        version = local_metadata.get("version", None)
+        version = local_metadata.get("version")
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
             state_dict[key] = torch.tensor(0, dtype=torch.long)
