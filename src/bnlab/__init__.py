@@ -5,9 +5,12 @@ Public API::
     bnlab.BatchNorm1d / BatchNorm2d / BatchNorm3d   drop-in for torch.nn.BatchNorm*
     bnlab.functional.batch_norm                      drop-in for torch.nn.functional.batch_norm
     bnlab.convert(model, to="bnlab" | "torch")       swap every BN layer of a model
+    bnlab.SyncBatchNorm                              BN synchronized over torch.distributed
+    bnlab.convert_sync_batchnorm(model)              every BN layer -> SyncBatchNorm
 """
 
 from bnlab import functional
+from bnlab.distributed import SyncBatchNorm, convert_sync_batchnorm
 from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from bnlab.transforms import convert
 
@@ -17,7 +20,9 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "SyncBatchNorm",
     "__version__",
     "convert",
+    "convert_sync_batchnorm",
     "functional",
 ]

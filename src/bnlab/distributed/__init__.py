@@ -1,0 +1,11 @@
+"""Batch normalization across processes with torch.distributed (gloo on CPU, NCCL on GPU).
+
+``SyncBatchNorm`` (layer), ``sync_batch_norm`` (functional) and ``convert_sync_batchnorm``
+(model transform). ``bnlab.distributed.bench`` measures the synchronization overhead.
+"""
+
+from bnlab.distributed.convert import convert_sync_batchnorm
+from bnlab.distributed.layer import SyncBatchNorm
+from bnlab.distributed.sync_batch_norm import combine_stats, sync_batch_norm
+
+__all__ = ["SyncBatchNorm", "combine_stats", "convert_sync_batchnorm", "sync_batch_norm"]
