@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy src/bnlab
 
-test: lint
+# Headless Chromium for the report's browser test (tests/lab/test_report_browser.py):
+# Debian's chromium + chromium-driver, installed with apt-get only where missing and root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "chromium/chromedriver missing: sudo apt-get install chromium chromium-driver" >&2; \
+	  fi; \
+	fi
+
+test: lint browser
 	$(VENV)/bin/pytest
 
 clean:

@@ -165,14 +165,14 @@ def gradient_predictiveness(
                 ]
             ).double()
             change = float((flat1 - flat0).norm())
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             changes.append(change)
             betas.append(change / (eta * gnorm) if gnorm > 0 else float("nan"))
-    all_losses = [float(loss0), *losses]
+    all_losses = [float(loss0.detach()), *losses]
     return {
         "probe": "smoothness",
         "step_sizes": [float(s) for s in step_sizes],
-        "loss0": float(loss0),
+        "loss0": all_losses[0],
         "loss": losses,
         "grad_change": changes,
         "beta": betas,
