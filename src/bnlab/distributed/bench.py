@@ -59,6 +59,7 @@ def _worker(
     init_method: str,
     shapes: list[tuple[int, ...]],
     repeats: int,
+    warmup: int,
     threads: int,
     out: str | None,
 ) -> None:
@@ -72,11 +73,11 @@ def _worker(
         local = _LOCAL[len(shape)](shape[1])
         sync = bnlab.SyncBatchNorm(shape[1])
         times: dict[str, list[float]] = {"local": [], "sync": []}
-        for i in range(repeats + 2):  # two warm-up steps each
+        for i in range(warmup + repeats):  # warm-up steps: JIT compilation, allocator, caches
             for name, layer in (("local", local), ("sync", sync)):
                 t = torch.tensor(_step_time(layer, x, dy), dtype=torch.float64)
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                if i >= 2:
+                if i >= warmup:
                     times[name].append(float(t))
         med_local = statistics.median(times["local"])
         med_sync = statistics.median(times["sync"])
@@ -104,7 +105,13 @@ def _worker(
                 f"{r['ratio']:>6.2f} {r['overhead_ms']:>7.3f}"
             )
         if out:
-            meta = {"nproc": nproc, "threads": threads, "repeats": repeats, "backend": "gloo"}
+            meta = {
+                "nproc": nproc,
+                "threads": threads,
+                "repeats": repeats,
+                "warmup": warmup,
+                "backend": "gloo",
+            }
             Path(out).write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
     dist.destroy_process_group()
 
@@ -122,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per-rank input shape, repeatable (default {' '.join(DEFAULT_SHAPES)})",
     )
     p.add_argument("--repeats", type=int, default=30, help="timed steps per layer (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--json", dest="out", help="also write the rows to this JSON file")
     return p
@@ -132,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.nproc < 2:
         raise SystemExit(f"--nproc must be at least 2 to measure synchronization, got {args.nproc}")
-    if args.repeats < 1 or args.threads < 1:
-        raise SystemExit("--repeats and --threads must be positive")
+    if args.repeats < 1 or args.threads < 1 or args.warmup < 0:
+        raise SystemExit("--repeats and --threads must be positive, --warmup >= 0")
     shapes = args.shape or [parse_shape(s) for s in DEFAULT_SHAPES]
-    spawn_local(_worker, args.nproc, shapes, args.repeats, args.threads, args.out)
+    spawn_local(_worker, args.nproc, shapes, args.repeats, args.warmup, args.threads, args.out)
     return 0
 
 
