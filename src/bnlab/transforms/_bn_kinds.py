@@ -15,6 +15,11 @@ def is_trainable_bn(module: nn.Module) -> bool:
     return isinstance(module, _BatchNorm | BatchNormBase)
 
 
+def is_bn_like(module: nn.Module) -> bool:
+    """A trainable BN layer or a FrozenBatchNorm."""
+    return is_trainable_bn(module) or isinstance(module, FrozenBatchNormBase)
+
+
 def bn_rank(module: nn.Module) -> int:
     """1, 2 or 3 for a BN layer of that kind (a layer accepting any rank counts as 2d)."""
     for torch_cls, rank in ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3)):
@@ -30,7 +35,7 @@ def eval_scale_shift(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | N
     """Per-channel (scale, shift) in float64 such that the layer's eval output is
     ``x * scale + shift``, or None if its eval output is not a fixed affine map (no running
     statistics: eval then normalizes with batch statistics)."""
-    if not (is_trainable_bn(module) or isinstance(module, FrozenBatchNormBase)):
+    if not is_bn_like(module):
         return None
     mean = getattr(module, "running_mean", None)
     var = getattr(module, "running_var", None)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from bnlab.transforms._bn_kinds import eval_scale_shift, is_trainable_bn
+from bnlab.transforms._bn_kinds import eval_scale_shift, is_bn_like, is_trainable_bn
 
 FOLDABLE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -112,7 +112,7 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer, with every BN-like layer (bnlab's included) kept as one call."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return eval_scale_shift(m) is not None or super().is_leaf_module(m, module_qualified_name)
+        return is_bn_like(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _fold_graph(model: nn.Module) -> fx.GraphModule | None:
