@@ -21,12 +21,18 @@ _TO_BNLAB: dict[type[nn.Module], type[BatchNormBase]] = {
 _TO_TORCH: dict[type[nn.Module], type[nn.Module]] = {v: k for k, v in _TO_BNLAB.items()}
 
 
-def convert(model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab") -> nn.Module:
+def convert(
+    model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab", kind: str = "bn"
+) -> nn.Module:
     """Replace every BatchNorm1d/2d/3d of ``model`` by the other library's class.
 
     Works in place on the children and returns the model (or the new layer, if ``model`` is
     itself a batch-norm layer). Subclasses of the BN classes are left alone: they may carry
     behaviour that a plain swap would lose.
+
+    ``kind`` (with ``to="bnlab"``): ``"bn"`` (plain BatchNorm), or a BN-family variant that
+    every plain BatchNorm1d/2d/3d becomes: ``"renorm"``, ``"ghost"``, ``"masked"`` (1d), or
+    ``"frozen"`` (same as ``bnlab.freeze``).
 
     Example::
 
@@ -34,6 +40,12 @@ def convert(model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab") -> nn.Mod
     """
     if to not in ("bnlab", "torch"):
         raise ValueError(f"to must be 'bnlab' or 'torch', got {to!r}")
+    if kind != "bn":
+        if to != "bnlab":
+            raise ValueError(f"kind={kind!r} needs to='bnlab' (torch has no such layer)")
+        from bnlab.transforms._bn_kinds import convert_kind
+
+        return convert_kind(model, kind)
     table: dict[type[nn.Module], type[nn.Module]] = dict(_TO_BNLAB) if to == "bnlab" else _TO_TORCH
     new_cls = table.get(type(model))
     if new_cls is not None:
