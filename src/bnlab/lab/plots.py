@@ -256,7 +256,12 @@ def activations_figure(
         a = res["activations"]
         color = _probe_color(bn, label, palette)
         steps = a["steps"]
-        unit = 0
+        # show the watched unit with the widest 15-85 range (a dead ReLU unit shows nothing)
+        n_units = len(a["units"])
+        unit = max(
+            range(n_units),
+            key=lambda u: sum(step[u][2] - step[u][0] for step in a["percentiles"]),
+        )
         q = [[step[unit][k] for step in a["percentiles"]] for k in range(3)]
         ax_p.fill_between(steps, q[0], q[2], color=color, alpha=0.25, lw=0, label="15th-85th")
         ax_p.plot(steps, q[1], color=color, lw=1.2, label="median")
@@ -334,6 +339,10 @@ def shift_figure(runs: ProbeRuns, out_dir: Path | str, stem: str = "shift") -> P
     return save(fig, out_dir, stem)
 
 
+def _clip(grid: list[list[float]], cap: float = 1e6) -> list[list[float]]:
+    return [[min(v, cap) if math.isfinite(v) else cap for v in row] for row in grid]
+
+
 def landscape_figure(runs: ProbeRuns, out_dir: Path | str, stem: str = "landscape") -> Path | None:
     """2D loss contours around the final weights (filter-normalized directions), side by side,
     and the loss / gradient change along the gradient per step size (Santurkar Fig. 4)."""
@@ -343,12 +352,19 @@ def landscape_figure(runs: ProbeRuns, out_dir: Path | str, stem: str = "landscap
     fig = Figure(figsize=(4.6 * len(runs) + 4.6, 4.2), layout="constrained")
     axes = fig.subplots(1, len(runs) + 1, squeeze=False)[0]
     palette: dict[str, str] = {}
-    for ax, (label, _bn, res) in zip(axes[:-1], runs, strict=True):
+    # one colour scale for every panel, so the contours compare at a glance
+    grids = {
+        i: _clip(r[2]["landscape"]["loss"]) for i, r in enumerate(runs) if r[2].get("landscape")
+    }
+    lo = min((min(min(row) for row in z) for z in grids.values()), default=0.0)
+    hi = max((max(max(row) for row in z) for z in grids.values()), default=1.0)
+    levels = [lo + (hi - lo) * k / 20 for k in range(21)] if hi > lo else 20
+    for i, (ax, (label, _bn, res)) in enumerate(zip(axes[:-1], runs, strict=True)):
         land = res.get("landscape")
         if land:
-            z = [[min(v, 1e6) if math.isfinite(v) else 1e6 for v in row] for row in land["loss"]]
-            cs = ax.contourf(land["alphas"], land["betas"], z, levels=20, cmap="viridis")
-            ax.contour(land["alphas"], land["betas"], z, levels=20, colors="k", linewidths=0.3)
+            z = grids[i]
+            cs = ax.contourf(land["alphas"], land["betas"], z, levels=levels, cmap="viridis")
+            ax.contour(land["alphas"], land["betas"], z, levels=levels, colors="k", linewidths=0.3)
             fig.colorbar(cs, ax=ax, label="loss")
             ax.plot([0], [0], "r*", ms=10)
         ax.set_title(f"{label}: loss around the final weights")

@@ -26,19 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.lab import plots
+from bnlab.lab.probes.for_run import probe_path
 from bnlab.lab.record import RECORD_JSON, Record, load_record
 
-PROBES_DIR = "probes"
 REPORT_HTML = "report.html"
 
 
 class ReportError(ValueError):
     """A run folder the report cannot use (missing, empty, foreign)."""
-
-
-def probe_path(run_dir: Path | str, run: int) -> Path:
-    """Where run ``run`` (1-based) of an experiment keeps its probe results."""
-    return Path(run_dir) / PROBES_DIR / f"run-{run}.json"
 
 
 def load_run_dir(run_dir: Path | str) -> Record:
@@ -259,7 +254,10 @@ def _kv_table(d: dict[str, Any], cls: str) -> str:
     rows = []
     for k, v in d.items():
         if isinstance(v, dict):
-            v = ", ".join(f"{a}={b}" for a, b in v.items())
+            v = "; ".join(
+                f"{a} = {', '.join(map(str, b)) if isinstance(b, list) else b}"
+                for a, b in v.items()
+            )
         elif isinstance(v, list):
             v = ", ".join(str(x) for x in v)
         rows.append([k, v])
@@ -354,10 +352,7 @@ def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
                 "<h3>Each run's parameters</h3>",
                 _table(["run", "name", *rec.param_keys], params, "params"),
             ]
-            parts += [
-                "<h3>Resolved config</h3>",
-                f"<pre>{escape(json.dumps(rec.config, indent=1, default=str))}</pre>",
-            ]
+            parts += ["<h3>Resolved config</h3>", _kv_table(rec.config, "config")]
             parts += ["<h3>Environment</h3>", _kv_table(rec.environment, "env"), "</section>"]
     html = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -58,11 +58,12 @@ class ProbeConfig:
     layer: str = "Linear#1"  # the watched layer: its input's distribution, its weights' ICS
     units: tuple[int, ...] = (0, 1, 2)  # units whose percentiles are kept
     every: int = 1  # record activations / input statistics every k-th training batch
-    ics_every: int = 10  # measure Santurkar's ICS every k-th training batch
-    landscape_steps: int = 21  # grid is steps x steps (at most 21)
+    ics_every: int = 20  # measure Santurkar's ICS every k-th training batch
+    landscape_steps: int = 11  # grid is steps x steps (at most 21): 121 loss evaluations
     landscape_span: float = 1.0  # grid covers [-span, span] along each direction
-    landscape_samples: int = 1024  # training samples the landscape's loss is measured on
+    landscape_samples: int = 512  # training samples the landscape's loss is measured on
     step_sizes: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.4)  # along -grad (smoothness)
+    smoothness_samples: int = 256  # the fixed training batch of the smoothness measure
     seed: int = 0  # for the random directions
     progress: bool = field(default_factory=lambda: sys.stderr.isatty())
 

@@ -2,8 +2,8 @@
 
 1. :class:`InputShiftProbe` - the tutorials' notion (seed 002's "4, 9, 20" example): the
    per-unit batch mean and variance of a layer's input, step after step. Its summary
-   ``drift`` is the standard deviation over training of each unit's batch mean, divided by
-   the unit's average within-batch standard deviation, averaged over units: how far the
+   ``drift`` is the standard deviation over training of each unit's batch mean, averaged over
+   units, divided by the units' average within-batch standard deviation: how far the
    distribution a layer receives wanders, in units of its own spread.
 2. :func:`ics_measure` - Santurkar et al. 2018 (arXiv 1805.11604, Def. 2.1): G is the gradient
    of the loss w.r.t. a layer's weights at the current weights; G' the same gradient after the
@@ -94,8 +94,10 @@ class InputShiftProbe:
             return out
         means = torch.stack(self._means).double()  # (T, C)
         vars_ = torch.stack(self._vars).double()
-        spread = vars_.mean(0).sqrt().clamp_min(1e-12)
-        drift = (means.std(0, correction=0) / spread).mean() if means.shape[0] > 1 else None
+        # mean over units of each unit's wander, over the mean within-batch spread of all units
+        # (not unit by unit: a dead ReLU unit's near-zero spread would blow the ratio up)
+        spread = vars_.mean(0).sqrt().mean().clamp_min(1e-12)
+        drift = means.std(0, correction=0).mean() / spread if means.shape[0] > 1 else None
         out["mean"] = means[:, : self.max_units].tolist()
         out["var"] = vars_[:, : self.max_units].tolist()
         out["drift"] = None if drift is None else float(drift)
