@@ -4,6 +4,7 @@ Public API::
 
     bnlab.BatchNorm1d / BatchNorm2d / BatchNorm3d   drop-in for torch.nn.BatchNorm*
     bnlab.functional.batch_norm                      drop-in for torch.nn.functional.batch_norm
+    bnlab.BatchNormAct1d/2d, functional.batch_norm_act   BN + ReLU/SiLU fused in one op
     bnlab.convert(model, to="bnlab" | "torch")       swap every BN layer of a model
     bnlab.SyncBatchNorm                              BN synchronized over torch.distributed
     bnlab.convert_sync_batchnorm(model)              every BN layer -> SyncBatchNorm
@@ -11,7 +12,7 @@ Public API::
 
 from bnlab import functional
 from bnlab.distributed import SyncBatchNorm, convert_sync_batchnorm
-from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormAct1d, BatchNormAct2d
 from bnlab.transforms import convert
 
 __version__ = "0.1.0"
@@ -20,6 +21,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "BatchNormAct1d",
+    "BatchNormAct2d",
     "SyncBatchNorm",
     "__version__",
     "convert",

@@ -1,18 +1,27 @@
 """Kernel families behind bnlab's functional ops, and the one place that picks between them.
 
 Every family exposes the same four functions, all on a channel axis of 1 (input laid out as
-(N, C, *spatial), contiguous or channels_last):
+(N, C, *spatial); any strides, though a family may copy odd ones to a dense layout first):
 
 ``batch_stats(x) -> (mean, var)``
     per-channel mean and *biased* variance, accumulated in ``acc_dtype(x.dtype)``;
-``normalize(x, mean, invstd, weight, bias) -> y``
-    ``y = (x - mean) * invstd * weight + bias``; ``y`` has x's dtype and memory format;
-``forward_train(x, weight, bias, eps) -> (y, mean, var)``
+``normalize(x, mean, invstd, weight, bias, activation="identity") -> y``
+    ``y = act((x - mean) * invstd * weight + bias)``; ``y`` has x's dtype, and x's memory
+    format when x is contiguous or channels_last (contiguous otherwise);
+``forward_train(x, weight, bias, eps, activation="identity") -> (y, mean, var)``
     the two above in one go (a fused family may read x fewer times);
-``backward(dy, x, mean, invstd, weight, batch_stats, need_input_grad) -> (dx, dweight, dbias)``
-    closed-form gradients; with ``batch_stats`` False (eval mode) mean and invstd are constants.
+``backward(dy, x, mean, invstd, weight, batch_stats, need_input_grad, bias=None,
+activation="identity") -> (dx, sum(dz * xhat), sum(dz))``
+    closed-form gradients, dz = dy * act'(z) with z the pre-activation recomputed from x (so
+    ``bias`` matters only with an activation); with ``batch_stats`` False (eval mode) mean and
+    invstd are constants; dx is None when ``need_input_grad`` is False.
 
 ``weight``/``bias`` may be None (affine=False). Statistics tensors are 1-D of length C.
+``activation`` is one of ``"identity"``, ``"relu"``, ``"silu"``.
+
+Families: ``portable`` (torch ops: any device and dtype) and ``cpu`` (Numba, compiled on first
+use: CPU float32/float64). ``select`` is the only place that chooses; ``cpu`` is imported on
+the first CPU call, so importing bnlab neither imports Numba nor compiles anything.
 """
 
 from __future__ import annotations
@@ -24,9 +33,51 @@ import torch
 from bnlab.kernels import portable
 from bnlab.kernels.common import acc_dtype
 
-__all__ = ["acc_dtype", "portable", "select"]
+__all__ = ["CPU_MIN_NUMEL", "acc_dtype", "portable", "select", "set_backend"]
+
+#: below this many elements the compiled family's fixed cost would not pay off (measured with
+#: ``bnlab bench``; torch's own op is a few microseconds there), so ``portable`` runs instead.
+CPU_MIN_NUMEL = 0
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_backend = "auto"
+_cpu: ModuleType | None = None
+
+
+def set_backend(name: str) -> str:
+    """Force ``"portable"`` or ``"cpu"``, or restore ``"auto"``; returns the previous setting.
+
+    Meant for tests and benchmarks that compare the families; ``"cpu"`` still falls back to
+    ``portable`` where the compiled family does not apply (other devices, other dtypes).
+    """
+    global _backend
+    if name not in ("auto", "cpu", "portable"):
+        raise ValueError(f"backend must be 'auto', 'cpu' or 'portable', got {name!r}")
+    previous, _backend = _backend, name
+    return previous
+
+
+def _cpu_family() -> ModuleType:
+    global _cpu
+    if _cpu is None:
+        from bnlab.kernels import cpu
+
+        _cpu = cpu
+    return _cpu
 
 
 def select(x: torch.Tensor) -> ModuleType:
-    """Choose the kernel family for ``x`` by device, dtype and layout (the only dispatch point)."""
+    """Choose the kernel family for ``x`` by device, dtype and size (the only dispatch point).
+
+    ``cpu`` for CPU float32/float64 tensors with at least ``CPU_MIN_NUMEL`` elements (any
+    layout: it copies odd strides to a dense tensor itself), ``portable`` for everything else
+    (GPU and other devices, float16/bfloat16, tiny inputs).
+    """
+    if (
+        _backend != "portable"
+        and x.device.type == "cpu"
+        and x.dtype in _CPU_DTYPES
+        and (_backend == "cpu" or x.numel() >= CPU_MIN_NUMEL)
+    ):
+        return _cpu_family()
     return portable

@@ -1,5 +1,8 @@
 """Portable kernels written with plain torch tensor ops: any device, any float dtype, any layout.
 
+An optional activation (``"identity"``, ``"relu"``, ``"silu"``) is applied to the normalized
+output; its derivative is taken from the pre-activation recomputed from x in ``backward``.
+
 Statistics are computed in two passes (mean first, then the mean of squared deviations), never as
 E[x^2] - E[x]^2, so a channel like 1e4 + N(0, 1) keeps its variance. Low-precision inputs are
 promoted to float32 for every reduction; results are cast back to the input dtype at the end.
@@ -22,20 +25,39 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
-def normalize(
+ACTIVATIONS = ("identity", "relu", "silu")
+
+
+def _pre_activation(
     x: torch.Tensor,
     mean: torch.Tensor,
     invstd: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``(x - mean) * invstd * weight + bias`` as one scale and one shift per channel."""
+    """z = (x - mean) * invstd * weight + bias, in the statistics' dtype."""
     scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
     shift = -mean * scale
     if bias is not None:
         shift = shift + bias.to(scale.dtype)
     xa = x.to(scale.dtype)
-    y = torch.addcmul(channel_view(shift, x), xa, channel_view(scale, x))
+    return torch.addcmul(channel_view(shift, x), xa, channel_view(scale, x))
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    invstd: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    activation: str = "identity",
+) -> torch.Tensor:
+    """``act((x - mean) * invstd * weight + bias)`` as one scale and one shift per channel."""
+    y = _pre_activation(x, mean, invstd, weight, bias)
+    if activation == "relu":
+        y = torch.relu(y)
+    elif activation == "silu":
+        y = torch.nn.functional.silu(y)
     return like(y.to(x.dtype), x)
 
 
@@ -44,10 +66,12 @@ def forward_train(
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
     eps: float,
+    activation: str = "identity",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch statistics, then normalize with them. Returns (y, mean, biased var)."""
     mean, var = batch_stats(x)
     invstd = torch.rsqrt(var + eps)
-    return normalize(x, mean, invstd, weight, bias), mean, var
+    return normalize(x, mean, invstd, weight, bias, activation), mean, var
 
 
 def backward(
@@ -58,9 +82,13 @@ def backward(
     weight: torch.Tensor | None,
     batch_stats: bool,
     need_input_grad: bool,
+    bias: torch.Tensor | None = None,
+    activation: str = "identity",
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Closed-form gradients of batch norm (Ioffe & Szegedy 2015, section 3).
 
+    With an activation, dy below is first replaced by dz = dy * act'(z), z the pre-activation
+    recomputed from x (``bias`` is only needed for that). Returns (dx, sum(dy*xhat), sum(dy)).
     With M values per channel and xhat = (x - mean) * invstd:
       dbeta = sum(dy), dgamma = sum(dy * xhat),
       training: dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
@@ -69,6 +97,13 @@ def backward(
     dims = reduce_dims(x)
     acc = mean.dtype
     dya = dy.to(acc)
+    if activation != "identity":
+        z = _pre_activation(x, mean, invstd, weight, bias)
+        if activation == "relu":
+            dya = torch.where(z > 0, dya, torch.zeros_like(dya))
+        else:
+            sig = torch.sigmoid(z)
+            dya = dya * sig * (1 + z * (1 - sig))
     xhat = (x.to(acc) - channel_view(mean, x)) * channel_view(invstd, x)
     sum_dy = dya.sum(dims)
     sum_dy_xhat = (dya * xhat).sum(dims)
@@ -84,4 +119,3 @@ def backward(
             dx = dya * channel_view(gain, x)
         dx = like(dx.to(x.dtype), x)
     return dx, sum_dy_xhat, sum_dy
-

@@ -1,0 +1,400 @@
+"""Numba kernels behind ``bnlab.kernels.cpu`` (compiled lazily on first call, cached on disk).
+
+Two layouts, both C-contiguous NumPy views that share memory with the torch tensors:
+
+``ncs``  (N, C, S): contiguous NC*L / NCHW / NCDHW input, S = product of the spatial sizes;
+         work is split in tasks of about ``block`` values of one channel (several samples when
+         S is small, a slice of one sample when S is large), so N and C both feed the cores.
+``rows`` (R, C):    (N, C) input and channels_last input seen as rows of C channels; work is
+         split in blocks of rows, each with its own per-channel accumulators.
+
+Accuracy: statistics are accumulated in float64. Each task computes its mean, then the sum of
+squared deviations from that mean (two passes over values still in cache), and the per-task
+(count, mean, M2) triples are merged with Chan et al.'s pairwise formula, so a channel like
+1e4 + N(0, 1) in float32 keeps its variance (never E[x^2] - E[x]^2).
+
+fastmath allows reassociation and contraction only (so float64 sums vectorize); NaN and Inf
+keep their IEEE meaning ("nnan"/"ninf" are not set), which the running-statistics guard needs.
+
+Activation codes (``act``): 0 identity, 1 ReLU, 2 SiLU, applied to z = (x - m) * s + b.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True)
+def _plan(N: int, S: int, block: int) -> tuple[int, int, int]:
+    """Tasks per channel for the ncs layout: (slices per sample, samples per task, tasks)."""
+    if block <= S:
+        sb = (S + block - 1) // block
+        return sb, 1, N * sb
+    nn = max(1, block // S)
+    return 0, nn, (N + nn - 1) // nn
+
+
+@njit(cache=True)
+def _task(r: int, N: int, S: int, sb: int, nn: int, block: int) -> tuple[int, int, int, int]:
+    """Sample range [n0, n1) and spatial range [s0, s1) of task ``r`` of a channel."""
+    if sb > 0:
+        n = r // sb
+        s0 = (r % sb) * block
+        return n, n + 1, s0, min(S, s0 + block)
+    n0 = r * nn
+    return n0, min(N, n0 + nn), 0, S
+
+
+@njit(cache=True)
+def _chan_merge(cnt, mu, m2, lo, hi, stride):  # type: ignore[no-untyped-def]
+    """Merge partial (count, mean, M2) at lo, lo+stride, ... < hi; returns (mean, biased var)."""
+    na = 0.0
+    ma = 0.0
+    qa = 0.0
+    for t in range(lo, hi, stride):
+        nb = cnt[t]
+        if nb == 0:
+            continue
+        n = na + nb
+        d = mu[t] - ma
+        ma += d * (nb / n)
+        qa += m2[t] + d * d * (na * nb / n)
+        na = n
+    return ma, qa / na
+
+
+# ----------------------------------------------------------------------------------- ncs layout
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def stats_ncs(x, block):  # type: ignore[no-untyped-def]
+    N, C, S = x.shape
+    sb, nn, P = _plan(N, S, block)
+    cnt = np.empty(C * P)
+    mu = np.empty(C * P)
+    m2 = np.empty(C * P)
+    for t in prange(C * P):
+        c = t // P
+        n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
+        acc = 0.0
+        for n in range(n0, n1):
+            xr = x[n, c, s0:s1]
+            for s in range(s1 - s0):
+                acc += xr[s]
+        k = (n1 - n0) * (s1 - s0)
+        m = acc / k
+        q = 0.0
+        for n in range(n0, n1):
+            xr = x[n, c, s0:s1]
+            for s in range(s1 - s0):
+                d = xr[s] - m
+                q += d * d
+        cnt[t] = k
+        mu[t] = m
+        m2[t] = q
+    mean = np.empty(C)
+    var = np.empty(C)
+    for c in prange(C):
+        mean[c], var[c] = _chan_merge(cnt, mu, m2, c * P, (c + 1) * P, 1)
+    return mean, var
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def normalize_ncs(x, m, s, b, act, one, y, block):  # type: ignore[no-untyped-def]
+    """y = act((x - m) * s + b); m, s, b per channel in x's dtype."""
+    N, C, S = x.shape
+    sb, nn, P = _plan(N, S, block)
+    zero = one - one
+    for t in prange(C * P):
+        c = t // P
+        n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
+        mc = m[c]
+        sc = s[c]
+        bc = b[c]
+        if act == 0:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                yr = y[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    yr[i] = (xr[i] - mc) * sc + bc
+        elif act == 1:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                yr = y[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    z = (xr[i] - mc) * sc + bc
+                    yr[i] = z if not z < 0 else zero
+        else:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                yr = y[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    z = (xr[i] - mc) * sc + bc
+                    yr[i] = z / (one + np.exp(-z))
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
+    """Per channel, in float64: sum(dz) and sum(dz * (x - m)), dz = dy * act'(z)."""
+    N, C, S = x.shape
+    sb, nn, P = _plan(N, S, block)
+    p1 = np.empty(C * P)
+    p2 = np.empty(C * P)
+    for t in prange(C * P):
+        c = t // P
+        n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
+        mc = m[c]
+        sc = s[c]
+        bc = b[c]
+        a1 = 0.0
+        a2 = 0.0
+        if act == 0:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    g = np.float64(dyr[i])
+                    a1 += g
+                    a2 += g * np.float64(xr[i] - mc)
+        elif act == 1:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    z = xc * sc + bc
+                    g = np.float64(dyr[i]) if z > 0 else np.float64(0.0)
+                    a1 += g
+                    a2 += g * np.float64(xc)
+        else:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    z = np.float64(xc * sc + bc)
+                    sg = 1.0 / (1.0 + np.exp(-z))
+                    g = np.float64(dyr[i]) * sg * (1.0 + z * (1.0 - sg))
+                    a1 += g
+                    a2 += g * np.float64(xc)
+        p1[t] = a1
+        p2[t] = a2
+    s1o = np.zeros(C)
+    s2o = np.zeros(C)
+    for c in prange(C):
+        u = 0.0
+        v = 0.0
+        for t in range(c * P, (c + 1) * P):
+            u += p1[t]
+            v += p2[t]
+        s1o[c] = u
+        s2o[c] = v
+    return s1o, s2o
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def bwd_dx_ncs(dy, x, m, s, b, act, one, k1, k2, dx, block):  # type: ignore[no-untyped-def]
+    """dx = s * (dz - k1 - (x - m) * k2), per channel constants in x's dtype."""
+    zero = one - one
+    N, C, S = x.shape
+    sb, nn, P = _plan(N, S, block)
+    for t in prange(C * P):
+        c = t // P
+        n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
+        mc = m[c]
+        sc = s[c]
+        bc = b[c]
+        c1 = k1[c]
+        c2 = k2[c]
+        if act == 0:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                dxr = dx[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    dxr[i] = sc * (dyr[i] - c1 - (xr[i] - mc) * c2)
+        elif act == 1:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                dxr = dx[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    z = xc * sc + bc
+                    g = dyr[i] if z > 0 else zero
+                    dxr[i] = sc * (g - c1 - xc * c2)
+        else:
+            for n in range(n0, n1):
+                xr = x[n, c, s0:s1]
+                dyr = dy[n, c, s0:s1]
+                dxr = dx[n, c, s0:s1]
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    z = xc * sc + bc
+                    sg = one / (one + np.exp(-z))
+                    g = dyr[i] * sg * (one + z * (one - sg))
+                    dxr[i] = sc * (g - c1 - xc * c2)
+
+
+# ---------------------------------------------------------------------------------- rows layout
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def stats_rows(x, rb):  # type: ignore[no-untyped-def]
+    R, C = x.shape
+    nb = (R + rb - 1) // rb
+    cnt = np.empty(nb)
+    mu = np.zeros((nb, C))
+    m2 = np.zeros((nb, C))
+    for blk in prange(nb):
+        r0 = blk * rb
+        r1 = min(R, r0 + rb)
+        acc = mu[blk]
+        for r in range(r0, r1):
+            xr = x[r]
+            for c in range(C):
+                acc[c] += xr[c]
+        k = r1 - r0
+        for c in range(C):
+            acc[c] /= k
+        q = m2[blk]
+        for r in range(r0, r1):
+            xr = x[r]
+            for c in range(C):
+                d = xr[c] - acc[c]
+                q[c] += d * d
+        cnt[blk] = k
+    mean = np.empty(C)
+    var = np.empty(C)
+    mu_f = mu.ravel()
+    m2_f = m2.ravel()
+    cnt_f = np.empty(nb * C)
+    for blk in range(nb):
+        cnt_f[blk * C : (blk + 1) * C] = cnt[blk]
+    for c in prange(C):
+        mean[c], var[c] = _chan_merge(cnt_f, mu_f, m2_f, c, nb * C, C)
+    return mean, var
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def normalize_rows(x, m, s, b, act, one, y, rb):  # type: ignore[no-untyped-def]
+    zero = one - one
+    R, C = x.shape
+    nb = (R + rb - 1) // rb
+    for blk in prange(nb):
+        r0 = blk * rb
+        r1 = min(R, r0 + rb)
+        if act == 0:
+            for r in range(r0, r1):
+                xr = x[r]
+                yr = y[r]
+                for c in range(C):
+                    yr[c] = (xr[c] - m[c]) * s[c] + b[c]
+        elif act == 1:
+            for r in range(r0, r1):
+                xr = x[r]
+                yr = y[r]
+                for c in range(C):
+                    z = (xr[c] - m[c]) * s[c] + b[c]
+                    yr[c] = z if not z < 0 else zero
+        else:
+            for r in range(r0, r1):
+                xr = x[r]
+                yr = y[r]
+                for c in range(C):
+                    z = (xr[c] - m[c]) * s[c] + b[c]
+                    yr[c] = z / (one + np.exp(-z))
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def bwd_sums_rows(dy, x, m, s, b, act, rb):  # type: ignore[no-untyped-def]
+    R, C = x.shape
+    nb = (R + rb - 1) // rb
+    p1 = np.zeros((nb, C))
+    p2 = np.zeros((nb, C))
+    for blk in prange(nb):
+        r0 = blk * rb
+        r1 = min(R, r0 + rb)
+        a1 = p1[blk]
+        a2 = p2[blk]
+        if act == 0:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                for c in range(C):
+                    g = np.float64(dyr[c])
+                    a1[c] += g
+                    a2[c] += g * np.float64(xr[c] - m[c])
+        elif act == 1:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                for c in range(C):
+                    xc = xr[c] - m[c]
+                    z = xc * s[c] + b[c]
+                    g = np.float64(dyr[c]) if z > 0 else np.float64(0.0)
+                    a1[c] += g
+                    a2[c] += g * np.float64(xc)
+        else:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                for c in range(C):
+                    xc = xr[c] - m[c]
+                    z = np.float64(xc * s[c] + b[c])
+                    sg = 1.0 / (1.0 + np.exp(-z))
+                    g = np.float64(dyr[c]) * sg * (1.0 + z * (1.0 - sg))
+                    a1[c] += g
+                    a2[c] += g * np.float64(xc)
+    s1o = np.zeros(C)
+    s2o = np.zeros(C)
+    for c in prange(C):
+        u = 0.0
+        v = 0.0
+        for blk in range(nb):
+            u += p1[blk, c]
+            v += p2[blk, c]
+        s1o[c] = u
+        s2o[c] = v
+    return s1o, s2o
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def bwd_dx_rows(dy, x, m, s, b, act, one, k1, k2, dx, rb):  # type: ignore[no-untyped-def]
+    zero = one - one
+    R, C = x.shape
+    nb = (R + rb - 1) // rb
+    for blk in prange(nb):
+        r0 = blk * rb
+        r1 = min(R, r0 + rb)
+        if act == 0:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                dxr = dx[r]
+                for c in range(C):
+                    dxr[c] = s[c] * (dyr[c] - k1[c] - (xr[c] - m[c]) * k2[c])
+        elif act == 1:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                dxr = dx[r]
+                for c in range(C):
+                    xc = xr[c] - m[c]
+                    z = xc * s[c] + b[c]
+                    g = dyr[c] if z > 0 else zero
+                    dxr[c] = s[c] * (g - k1[c] - xc * k2[c])
+        else:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                dxr = dx[r]
+                for c in range(C):
+                    xc = xr[c] - m[c]
+                    z = xc * s[c] + b[c]
+                    sg = one / (one + np.exp(-z))
+                    g = dyr[c] * sg * (one + z * (one - sg))
+                    dxr[c] = s[c] * (g - k1[c] - xc * k2[c])
