@@ -39,5 +39,9 @@ browser:
 test: lint browser
 	$(VENV)/bin/pytest
 
+# Kernel benchmark: bnlab vs torch native (and a torch.compile peer); table + bench.json.
+bench: $(STAMP)
+	$(PY) -m bnlab.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
