@@ -6,6 +6,7 @@ Public API::
     bnlab.functional.batch_norm                      drop-in for torch.nn.functional.batch_norm
     bnlab.BatchNormAct1d/2d, functional.batch_norm_act   BN + ReLU/SiLU fused in one op
     bnlab.convert(model, to="bnlab" | "torch")       swap every BN layer of a model
+    bnlab.insert_batchnorm(model, where=...)         add BN after every Linear/Conv
     bnlab.SyncBatchNorm                              BN synchronized over torch.distributed
     bnlab.convert_sync_batchnorm(model)              every BN layer -> SyncBatchNorm
 """
@@ -13,7 +14,7 @@ Public API::
 from bnlab import functional
 from bnlab.distributed import SyncBatchNorm, convert_sync_batchnorm
 from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormAct1d, BatchNormAct2d
-from bnlab.transforms import convert
+from bnlab.transforms import convert, insert_batchnorm
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,5 @@ __all__ = [
     "convert",
     "convert_sync_batchnorm",
     "functional",
+    "insert_batchnorm",
 ]

@@ -1,0 +1,154 @@
+"""The experiment config: a typed dataclass, read from CLI flags or a TOML file, saved resolved.
+
+A TOML config holds experiment settings at the top level and the run grid in ``[grid]``::
+
+    name = "lr-sweep"            # the run folder is runs/lr-sweep unless `out` says otherwise
+    preset = "lizard-cnn"        # optional: start from a preset's parameters
+    threads = 1
+
+    [grid]                       # each key a list of values (a scalar = one value)
+    lr = [0.001, 0.01, 0.1]
+    bn = [false, true]
+    seed = [0, 1, 2]
+
+Unknown keys and wrong types are rejected with a message naming them. The resolved config
+(preset and defaults filled in, every grid list explicit) is saved with each experiment as
+``config.toml`` and inside ``record.json``; ``bnlab run`` on it repeats the experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bnlab.lab.grid import RunParams, check_grid
+from bnlab.lab.presets import get_preset
+
+
+@dataclass
+class Config:
+    """Experiment settings (one field each; the TOML keys are the field names)."""
+
+    name: str = ""  # experiment name; default: the preset's name, else "experiment"
+    preset: str = ""  # a key of bnlab.lab.presets.PRESETS, or "" for none
+    out: str = ""  # the experiment folder; default runs/<name>
+    data_dir: str = ""  # folder with the IDX files; default: the usual places
+    download: bool = False  # fetch MNIST / Fashion-MNIST if missing
+    mirrors: list[str] = field(default_factory=list)  # download base URLs; default: built in
+    threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
+    limit_train: int = 0  # use only the first N training samples (0: all)
+    limit_test: int = 0  # use only the first N test samples (0: all)
+    eval_batch_size: int = 2000  # batch size for test-set evaluation (memory only)
+    split_seed: int = 0  # the train/test split of digits and mpg
+    tensorboard: bool = False  # also write TensorBoard scalars (needs bnlab[tensorboard])
+    progress: str = "auto"  # progress bar: "auto" (only on a terminal), "on", "off"
+    probes: list[str] = field(default_factory=list)  # bnlab.lab.probes: activations, ics, landscape
+    probe_layer: str = ""  # the probed layer (name or "Type#k"); default "Linear#1"
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # run parameter lists
+
+    def __post_init__(self) -> None:
+        check_fields(asdict(self), "config")
+        if self.progress not in ("auto", "on", "off"):
+            raise ValueError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r}")
+        for key in ("threads", "limit_train", "limit_test", "split_seed"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.preset:
+            get_preset(self.preset)
+        if self.probes:
+            from bnlab.lab.probes.runner import parse_probes
+
+            self.probes = parse_probes(self.probes)
+        self.grid = check_grid(self.grid, "[grid]")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.name or self.preset or "experiment"
+
+    def resolved_grid(self) -> dict[str, list[Any]]:
+        """The preset's lists overridden by ``grid``, with bn defaulting to [false, true]."""
+        merged: dict[str, list[Any]] = {}
+        if self.preset:
+            merged.update(get_preset(self.preset).params)
+        merged.update(self.grid)
+        if "bn" not in merged:
+            merged = {"bn": [False, True], **merged}
+        # Keep the RunParams field order so records have the same column order everywhere.
+        order = [f.name for f in fields(RunParams)]
+        return {k: merged[k] for k in order if k in merged}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        """TOML text that reads back as this config (top-level keys, then ``[grid]``)."""
+        lines = ["# bnlab experiment config (resolved); run it again with `bnlab run FILE`"]
+        for f in fields(self):
+            if f.name != "grid":
+                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
+        lines.append("")
+        lines.append("[grid]")
+        for key, values in self.grid.items():
+            lines.append(f"{key} = {_toml_value(values)}")
+        return "\n".join(lines) + "\n"
+
+
+_FIELD_TYPES: dict[str, type] = {
+    f.name: list if f.default is MISSING else type(f.default)
+    for f in fields(Config)
+    if f.name != "grid"
+}
+
+
+def check_fields(values: dict[str, Any], where: str) -> None:
+    """Reject unknown keys and wrong types, naming them."""
+    for key, value in values.items():
+        if key == "grid":
+            if not isinstance(value, dict):
+                raise TypeError(f"{where}: 'grid' must be a table, got {type(value).__name__}")
+            continue
+        if key not in _FIELD_TYPES:
+            known = ", ".join([*_FIELD_TYPES, "grid"])
+            raise ValueError(f"unknown key {key!r} in {where}; expected one of {known}")
+        kind = _FIELD_TYPES[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(
+                f"key {key!r} in {where} must be {kind.__name__}, got "
+                f"{type(value).__name__} {value!r}"
+            )
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise TypeError(f"key {key!r} in {where} must be a list of strings, got {value!r}")
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
+    check_fields(values, where)
+    return Config(**values)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read a TOML config; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    return config_from_dict(values, where=str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")

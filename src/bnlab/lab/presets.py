@@ -1,0 +1,116 @@
+"""The seeds' experiments as named presets: network, data, optimizer, lr, batch size, epochs.
+
+A preset gives every run parameter (see ``bnlab.lab.grid.RunParams``) a list of values; the
+grid it expands to always crosses ``bn = [false, true]`` (without vs with BN) and the seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    seed_tutorial: str
+    description: str
+    params: dict[str, list[Any]]
+    tutorial_epochs: int
+    notes: list[str] = field(default_factory=list)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="lizard-cnn",
+            seed_tutorial="001 (deeplizard)",
+            description=(
+                "deeplizard's network1/network2 on Fashion-MNIST: Adam lr 0.01, batch 1000, "
+                "'normal' training set (its own mean/std)"
+            ),
+            params={
+                "network": ["lizard-cnn"],
+                "dataset": ["fashion-mnist"],
+                "normalization": ["normal"],
+                "optimizer": ["adam"],
+                "lr": [0.01],
+                "batch_size": [1000],
+                "epochs": [5],
+                "seed": [50],
+            },
+            tutorial_epochs=20,
+            notes=["the tutorial trains 20 epochs (--epochs 20); the default is short"],
+        ),
+        Preset(
+            name="keras-mlp",
+            seed_tutorial="000",
+            description=(
+                "784-64-10 MLP, BN with Keras defaults (momentum 0.01 in PyTorch terms, eps "
+                "1e-3); Adam lr 1e-3, batch 32, 5 epochs, cross-entropy on logits (the seed's "
+                "Softmax before CrossEntropyLoss is not copied)"
+            ),
+            params={
+                "network": ["keras-mlp"],
+                "dataset": ["mnist"],
+                "normalization": ["none"],
+                "optimizer": ["adam"],
+                "lr": [0.001],
+                "batch_size": [32],
+                "epochs": [5],
+                "seed": [0],
+            },
+            tutorial_epochs=5,
+        ),
+        Preset(
+            name="mlp",
+            seed_tutorial="002",
+            description=(
+                "784-512-256-10 MLP, BN after fc1 and fc2 before ReLU; SGD lr 0.01 momentum "
+                "0.9, batch 64, 5 epochs, MNIST normalized with (0.1307, 0.3081)"
+            ),
+            params={
+                "network": ["mlp"],
+                "dataset": ["mnist"],
+                "normalization": ["fixed"],
+                "optimizer": ["sgd"],
+                "lr": [0.01],
+                "momentum": [0.9],
+                "batch_size": [64],
+                "epochs": [5],
+                "seed": [0],
+            },
+            tutorial_epochs=5,
+        ),
+        Preset(
+            name="mpg",
+            seed_tutorial="003",
+            description=(
+                "Auto MPG regression, in-50-25-1 MLP, BN before ReLU; MSE loss, MAE reported; "
+                "Adam lr 1e-3, batch 32, 200 epochs (the seed names no optimizer or schedule)"
+            ),
+            params={
+                "network": ["mpg-mlp"],
+                "dataset": ["mpg"],
+                "normalization": ["none"],
+                "optimizer": ["adam"],
+                "lr": [0.001],
+                "batch_size": [32],
+                "epochs": [200],
+                "seed": [0],
+            },
+            tutorial_epochs=200,
+        ),
+    )
+}
+
+# Presets whose data set is MNIST fall back to Fashion-MNIST when MNIST is absent (and the
+# record says so): MNIST has no offline copy here.
+MNIST_FALLBACK = "fashion-mnist"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
