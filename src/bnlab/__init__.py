@@ -9,12 +9,38 @@ Public API::
     bnlab.insert_batchnorm(model, where=...)         add BN after every Linear/Conv
     bnlab.SyncBatchNorm                              BN synchronized over torch.distributed
     bnlab.convert_sync_batchnorm(model)              every BN layer -> SyncBatchNorm
+    bnlab.BatchRenorm* / GhostBatchNorm* / MaskedBatchNorm1d / FrozenBatchNorm*   the BN family
+    bnlab.fold_batchnorm / freeze / unfreeze / recalibrate   deployment and fine-tuning tools
+    bnlab.keras.BatchNormalization                   Keras 3 layer (torch backend), imported apart
 """
 
 from bnlab import functional
 from bnlab.distributed import SyncBatchNorm, convert_sync_batchnorm
-from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormAct1d, BatchNormAct2d
-from bnlab.transforms import convert, insert_batchnorm
+from bnlab.layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    BatchNormAct1d,
+    BatchNormAct2d,
+    BatchRenorm1d,
+    BatchRenorm2d,
+    BatchRenorm3d,
+    FrozenBatchNorm1d,
+    FrozenBatchNorm2d,
+    FrozenBatchNorm3d,
+    GhostBatchNorm1d,
+    GhostBatchNorm2d,
+    GhostBatchNorm3d,
+    MaskedBatchNorm1d,
+)
+from bnlab.transforms import (
+    convert,
+    fold_batchnorm,
+    freeze,
+    insert_batchnorm,
+    recalibrate,
+    unfreeze,
+)
 
 __version__ = "0.1.0"
 
@@ -24,10 +50,24 @@ __all__ = [
     "BatchNorm3d",
     "BatchNormAct1d",
     "BatchNormAct2d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "BatchRenorm3d",
+    "FrozenBatchNorm1d",
+    "FrozenBatchNorm2d",
+    "FrozenBatchNorm3d",
+    "GhostBatchNorm1d",
+    "GhostBatchNorm2d",
+    "GhostBatchNorm3d",
+    "MaskedBatchNorm1d",
     "SyncBatchNorm",
     "__version__",
     "convert",
     "convert_sync_batchnorm",
+    "fold_batchnorm",
+    "freeze",
     "functional",
     "insert_batchnorm",
+    "recalibrate",
+    "unfreeze",
 ]
