@@ -196,3 +196,12 @@ def test_seed_000_keras_model_trains_and_matches_keras(assert_close):
     assert_close(
         ours.predict(x_test, verbose=0), ref.predict(x_test, verbose=0), atol=1e-3, what="predict"
     )
+
+
+def test_import_bnlab_does_not_import_keras():
+    import subprocess
+    import sys
+
+    code = "import sys, bnlab; assert 'keras' not in sys.modules, 'keras imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
