@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab.functional import batch_norm
+from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional._checks import check_eps, check_momentum
 
 
