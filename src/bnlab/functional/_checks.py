@@ -60,6 +60,5 @@ def check_batch_size(x: torch.Tensor) -> None:
     values_per_channel = x.numel() // max(x.shape[1], 1)
     if values_per_channel == 1:
         raise ValueError(
-            "Expected more than 1 value per channel when training, "
-            f"got input size {tuple(x.shape)}"
+            f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
         )
