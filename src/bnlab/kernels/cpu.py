@@ -31,7 +31,7 @@ import torch
 
 from bnlab.kernels import cpu_numba as nk
 from bnlab.kernels import portable
-from bnlab.kernels.common import acc_dtype, memory_format_of
+from bnlab.kernels.common import memory_format_of
 
 __all__ = ["ACTIVATIONS", "backward", "batch_stats", "forward_train", "normalize"]
 
@@ -118,7 +118,15 @@ def _np(t: torch.Tensor | None, n: int, fill: float) -> np.ndarray:
     """A per-channel parameter as float64 NumPy (``fill`` when the parameter is None)."""
     if t is None:
         return np.full(n, fill, dtype=np.float64)
-    return t.detach().to(torch.float64).numpy()
+    t = t.detach()
+    if t.dtype in (torch.float32, torch.float64) and t.device.type == "cpu":
+        return t.numpy().astype(np.float64)  # NumPy is cheaper than a torch op at size C
+    return t.to(torch.float64).numpy()
+
+
+def _to_acc(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A float64 per-channel NumPy result as a torch tensor of ``acc_dtype(dtype)``."""
+    return torch.from_numpy(a if dtype == torch.float64 else a.astype(np.float32))
 
 
 def _stats(is_rows: bool, xa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +168,7 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     _sync_threads(x.numel())
     xd, fmt = _dense(x)
     mean64, var64 = _stats(*_view(xd, fmt))
-    acc = acc_dtype(x.dtype)
-    return torch.from_numpy(mean64).to(acc), torch.from_numpy(var64).to(acc)
+    return _to_acc(mean64, x.dtype), _to_acc(var64, x.dtype)
 
 
 def normalize(
@@ -177,8 +184,8 @@ def normalize(
         return portable.normalize(x, mean, invstd, weight, bias, activation)
     _sync_threads(x.numel())
     xd, fmt = _dense(x)
-    m64 = mean.detach().to(torch.float64).numpy()
-    i64 = invstd.detach().to(torch.float64).numpy()
+    m64 = _np(mean, 0, 0.0)
+    i64 = _np(invstd, 0, 1.0)
     return _normalize64(xd, fmt, m64, i64, weight, bias, ACTIVATIONS[activation])
 
 
@@ -197,8 +204,7 @@ def forward_train(
     mean64, var64 = _stats(*_view(xd, fmt))
     invstd64 = 1.0 / np.sqrt(var64 + eps)
     y = _normalize64(xd, fmt, mean64, invstd64, weight, bias, ACTIVATIONS[activation])
-    acc = acc_dtype(x.dtype)
-    return y, torch.from_numpy(mean64).to(acc), torch.from_numpy(var64).to(acc)
+    return y, _to_acc(mean64, x.dtype), _to_acc(var64, x.dtype)
 
 
 def backward(
@@ -231,8 +237,8 @@ def backward(
     _, dya = _view(dyd, fmt)
     c = xd.shape[1]
     dt = xa.dtype
-    i64 = invstd.detach().to(torch.float64).numpy()
-    m = mean.detach().to(x.dtype).numpy()
+    i64 = _np(invstd, 0, 1.0)
+    m = _np(mean, 0, 0.0).astype(dt)
     s = (i64 * _np(weight, c, 1.0)).astype(dt)
     b = _np(bias, c, 0.0).astype(dt)
     if is_rows:
@@ -257,5 +263,4 @@ def backward(
             nk.bwd_dx_rows(dya, xa, m, s, b, act, one, k1, k2, dxa, rb)
         else:
             nk.bwd_dx_ncs(dya, xa, m, s, b, act, one, k1, k2, dxa, BLOCK)
-    acc = acc_dtype(x.dtype)
-    return dx, torch.from_numpy(sum_dz_xhat).to(acc), torch.from_numpy(sum_dz).to(acc)
+    return dx, _to_acc(sum_dz_xhat, x.dtype), _to_acc(sum_dz, x.dtype)
