@@ -83,3 +83,37 @@ def test_bad_folders_give_clear_errors(tmp_path: Path) -> None:
         build_report([broken])
     with pytest.raises(ReportError, match="no run folder"):
         build_report([])
+
+
+def test_cli_report_and_compare_with_probes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bnlab.cli import main
+
+    folder = tmp_path / "tiny"
+    make_record(folder)
+    figs = tmp_path / "figs"
+    assert (
+        main(["report", str(folder), "-o", str(tmp_path / "r.html"), "--figures", str(figs)]) == 0
+    )
+    assert sorted(p.name for p in figs.iterdir()) == [
+        "tiny-cnn-curves.png", "tiny-cnn-curves.svg", "tiny-cnn-epoch_time.png",
+        "tiny-cnn-epoch_time.svg",
+    ]  # fmt: skip
+    assert f"report: {tmp_path / 'r.html'}" in capsys.readouterr().out.replace("\n", "")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().out
+
+    out = tmp_path / "digits"
+    argv = ["compare", "keras-mlp", "--dataset", "digits", "--epochs", "1", "--seeds", "1",
+            "--limit-train", "200", "--limit-test", "100", "--progress", "off", "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--probe", "activations,ics,landscape", "--probe-layer", "Linear#0"]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert f"report: {out / 'report.html'}" in printed
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    for k in (1, 2):
+        assert (out / "probes" / f"run-{k}.json").exists()
+    bad = [*argv[:-1], str(tmp_path / "bad"), "--probe", "ics", "--probe-layer", "fc9"]
+    assert main(bad) == 2
+    assert "layers that exist" in capsys.readouterr().out

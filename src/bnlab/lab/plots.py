@@ -335,7 +335,8 @@ def shift_figure(runs: ProbeRuns, out_dir: Path | str, stem: str = "shift") -> P
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    ax_l2.set_yscale("log")
+    if any(d["l2"] > 0 for _, _, res in runs for d in res.get("ics") or []):
+        ax_l2.set_yscale("log")  # the first layer has no earlier layers: its ICS is 0
     return save(fig, out_dir, stem)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -279,8 +280,26 @@ figcaption{font-size:.85em;color:#555}
 """
 
 
-def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) -> Path:
-    """Write the report for ``run_dirs`` to ``out`` (default ``<first dir>/report.html``)."""
+def _stem(name: str, index: int, seen: set[str]) -> str:
+    """A file-name-safe prefix for an experiment's figures, unique within one report."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "experiment"
+    if stem in seen:
+        stem = f"{stem}-{index}"
+    seen.add(stem)
+    return stem
+
+
+def build_report(
+    run_dirs: Sequence[Path | str],
+    out: Path | str | None = None,
+    figures_dir: Path | str | None = None,
+) -> Path:
+    """Write the report for ``run_dirs`` to ``out`` (default ``<first dir>/report.html``).
+
+    With ``figures_dir`` the figures are also kept there as ``<experiment>-<figure>.png/.svg``
+    (curves, lr_sweep, epoch_time, activations, shift, landscape); otherwise they live in a
+    temporary folder only long enough to be inlined.
+    """
     if not run_dirs:
         raise ReportError("no run folder given: bnlab report RUN_DIR... [-o report.html]")
     dirs = [Path(d) for d in run_dirs]
@@ -291,10 +310,12 @@ def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
     parts.append(f"<h1>{escape(title)}</h1>")
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     parts.append(f"<p>Generated {escape(generated)} from {escape(', '.join(map(str, dirs)))}.</p>")
+    seen: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="bnlab-report-") as tmp:
-        figs = Path(tmp)
+        figs = Path(figures_dir) if figures_dir is not None else Path(tmp)
         for i, (folder, rec) in enumerate(zip(dirs, records, strict=True)):
             partial = is_partial(rec)
+            stem = _stem(rec.name, i, seen)
             badge = " <span class='badge'>partial</span>" if partial else ""
             parts.append(f"<section class='experiment'><h2>{escape(rec.name)}{badge}</h2>")
             if partial:
@@ -312,15 +333,21 @@ def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
                 parts += [verdict, "<h3>Final epoch per network</h3>", table]
                 parts.append(
                     _img(
-                        plots.learning_curves([rec], figs, f"curves{i}"),
+                        plots.learning_curves([rec], figs, f"{stem}-curves"),
                         f"{rec.name}: learning curves",
                     )
                 )
                 parts.append(
-                    _img(plots.lr_sweep([rec], figs, f"lr{i}"), f"{rec.name}: learning-rate sweep")
+                    _img(
+                        plots.lr_sweep([rec], figs, f"{stem}-lr_sweep"),
+                        f"{rec.name}: learning-rate sweep",
+                    )
                 )
                 parts.append(
-                    _img(plots.epoch_times([rec], figs, f"time{i}"), f"{rec.name}: epoch time")
+                    _img(
+                        plots.epoch_times([rec], figs, f"{stem}-epoch_time"),
+                        f"{rec.name}: epoch time",
+                    )
                 )
             parts += ["<h3>Runs</h3>", _runs_table(rec)]
             probes = load_probes(folder, rec)
@@ -328,19 +355,19 @@ def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
                 parts += ["<h3>Probes</h3>", _probe_table(probes)]
                 parts.append(
                     _img(
-                        plots.activations_figure(probes, figs, f"act{i}"),
+                        plots.activations_figure(probes, figs, f"{stem}-activations"),
                         f"{rec.name}: activation percentiles and histograms",
                     )
                 )
                 parts.append(
                     _img(
-                        plots.shift_figure(probes, figs, f"shift{i}"),
+                        plots.shift_figure(probes, figs, f"{stem}-shift"),
                         f"{rec.name}: input shift and Santurkar ICS",
                     )
                 )
                 parts.append(
                     _img(
-                        plots.landscape_figure(probes, figs, f"land{i}"),
+                        plots.landscape_figure(probes, figs, f"{stem}-landscape"),
                         f"{rec.name}: loss landscape and smoothness",
                     )
                 )
