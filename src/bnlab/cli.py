@@ -15,6 +15,7 @@ after saving every finished epoch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +51,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted folder")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     parser.add_argument("--progress", choices=("auto", "on", "off"), help="progress bar")
+    dist = parser.add_argument_group("distributed (see README, Distributed)")
+    dist.add_argument("--nproc", type=int, help="train on N local processes (DDP, gloo)")
+    dist.add_argument("--sync-bn", action="store_true", help="BN statistics over all ranks")
+    dist.add_argument(
+        "--dist-timeout", type=float, default=300.0, help="seconds to wait for a missing rank"
+    )
     parser.add_argument(
         "--probe", help="probes, comma-separated: activations,ics,landscape (bnlab.lab.probes)"
     )
@@ -108,11 +115,31 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _experiment(config: Any, resume: bool, console: Console, report: bool = True) -> int:
+def _experiment(
+    config: Any,
+    resume: bool,
+    console: Console,
+    report: bool = True,
+    dist: argparse.Namespace | None = None,
+) -> int:
+    from bnlab.distributed.launch import env_world
     from bnlab.lab.display import show
     from bnlab.lab.experiment import run_experiment
 
-    record, folder = run_experiment(config, resume=resume, console=console)
+    sync_bn = bool(dist and dist.sync_bn)
+    if env_world() is not None:  # one rank of `torchrun` or of --nproc N: only rank 0 shows
+        from bnlab.lab.distributed_run import run_distributed_experiment
+
+        timeout_s = dist.dist_timeout if dist else 300.0
+        record, folder, writes = run_distributed_experiment(
+            config, resume=resume, sync_bn=sync_bn, timeout_s=timeout_s, console=console
+        )
+        if not writes:
+            return 0
+    elif sync_bn:
+        raise ValueError("--sync-bn needs several processes: add --nproc N or run under torchrun")
+    else:
+        record, folder = run_experiment(config, resume=resume, console=console)
     show(record, folder, console, rows=12)
     if report:
         from bnlab.lab.report import build_report
@@ -172,7 +199,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     config = Config(preset=preset.name, grid=grid, **values)
-    return _experiment(config, args.resume, console, report=not args.no_report)
+    return _experiment(config, args.resume, console, report=not args.no_report, dist=args)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -181,7 +208,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.config import load_config
 
     config = replace(load_config(args.config), **_runtime_overrides(args))
-    return _experiment(config, args.resume, console, report=not args.no_report)
+    return _experiment(config, args.resume, console, report=not args.no_report, dist=args)
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
@@ -215,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
+    if getattr(args, "nproc", None) is not None and "RANK" not in os.environ:
+        from bnlab.lab.distributed_run import launch_cli  # N ranks, each running this command
+
+        return launch_cli(argv, args.nproc)
     console = Console()
     try:
         return COMMANDS[args.command](args, console)
