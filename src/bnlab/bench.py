@@ -26,6 +26,7 @@ Usage::
     bnlab bench                      # all cases, table + JSON (bench.json)
     bnlab bench --quick              # tiny cases, few reps: a smoke run
     python -m bnlab.bench --cases 256x64x28x28 --reps 30 --json out.json
+    bnlab bench --sync [--nproc 2]   # SyncBatchNorm vs local BN (bnlab.distributed.bench)
 """
 
 from __future__ import annotations
@@ -344,6 +345,10 @@ def _parse_case(text: str) -> Case:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``bnlab bench``, ``python -m bnlab.bench``, ``make bench``)."""
+    if argv is not None and "--sync" in argv:  # SyncBatchNorm overhead on N local processes
+        from bnlab.distributed.bench import main as sync_main
+
+        return sync_main([a for a in argv if a != "--sync"])
     parser = argparse.ArgumentParser(prog="bnlab bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny cases, 5 reps, no compile")
     parser.add_argument("--cases", nargs="+", type=_parse_case, help="e.g. 256x64x28x28_cl")

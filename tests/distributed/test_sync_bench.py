@@ -30,3 +30,12 @@ def test_bench_rejects_bad_shapes(bad: str) -> None:
 def test_bench_needs_two_processes() -> None:
     with pytest.raises(SystemExit, match="at least 2"):
         bench.main(["--nproc", "1"])
+
+
+def test_bnlab_bench_sync_runs_this_benchmark(tmp_path: Path) -> None:
+    from bnlab.cli import main as cli_main
+
+    out = tmp_path / "sync.json"
+    argv = ["bench", "--sync", "--shape", "6x3", "--repeats", "1", "--warmup", "0"]
+    assert cli_main([*argv, "--json", str(out)]) == 0
+    assert [r["shape"] for r in json.loads(out.read_text())["rows"]] == ["6x3"]
