@@ -99,6 +99,15 @@ def test_normalizations(tmp_path):
         load_dataset("mnist", tmp_path / "d", "zscore")
 
 
+def test_digits_match_sklearn():
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    images, target = data._digits_arrays()
+    bunch = sk_load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+
+
 def test_digits_split_is_seeded_and_disjoint():
     a, b = load_dataset("digits"), load_dataset("digits")
     assert len(a.x_train) + len(a.x_test) == 1797 and len(a.x_test) == 359

@@ -1,0 +1,108 @@
+"""Trainer overhead: the trainer's epoch vs a bare hand-written loop, same model and data.
+
+    python -m bnlab.lab.overhead [--network mlp --batch-size 64 --samples 10000 --repeats 7]
+
+Both loops run in one process, alternating, on two copies of the same freshly seeded model;
+the result is the ratio of the median epoch times (trainer / bare). The bare loop does only
+what any loop must: shuffle, slice, forward, loss, zero_grad, backward, step. The trainer adds
+the on-tensor accumulation of loss and metric and its single read per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bnlab.lab.data import Dataset, epoch_generator, load_dataset
+from bnlab.lab.grid import RunParams
+from bnlab.lab.models import build_model
+from bnlab.lab.trainer import make_optimizer, train_epoch
+
+
+def bare_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    start = time.perf_counter()
+    model.train()
+    perm = torch.randperm(len(x), generator=generator)
+    xs, ys = x[perm], y[perm]
+    for i in range(0, len(xs), batch_size):
+        loss = F.cross_entropy(model(xs[i : i + batch_size]), ys[i : i + batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def measure(
+    dataset: Dataset, params: RunParams, repeats: int
+) -> tuple[float, float, list[float], list[float]]:
+    """(median trainer s, median bare s, all trainer times, all bare times)."""
+    model_a = build_model(
+        params.network, params.bn, params.bn_impl, dataset.input_shape, 10, params.seed
+    )
+    model_b = copy.deepcopy(model_a)
+    opt_a, opt_b = make_optimizer(model_a, params), make_optimizer(model_b, params)
+    trainer, bare = [], []
+    # One warm-up epoch each (first-call costs: allocator, kernels' JIT, lazy imports).
+    train_epoch(model_a, opt_a, dataset, params.batch_size, epoch_generator(0, 0))
+    bare_epoch(
+        model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, epoch_generator(0, 0)
+    )
+    for epoch in range(1, repeats + 1):
+        g = epoch_generator(params.seed, epoch)
+        if epoch % 2:
+            trainer.append(train_epoch(model_a, opt_a, dataset, params.batch_size, g)[2])
+            g = epoch_generator(params.seed, epoch)
+            bare.append(
+                bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
+            )
+        else:
+            bare.append(
+                bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
+            )
+            g = epoch_generator(params.seed, epoch)
+            trainer.append(train_epoch(model_a, opt_a, dataset, params.batch_size, g)[2])
+    return statistics.median(trainer), statistics.median(bare), trainer, bare
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bnlab.lab.overhead", description=__doc__)
+    parser.add_argument("--network", default="mlp")
+    parser.add_argument("--bn", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dataset", default="fashion-mnist")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.dataset, normalization="normal").subset(args.samples, 1)
+    params = RunParams(
+        network=args.network, bn=args.bn, optimizer="sgd", lr=0.01, momentum=0.9,
+        batch_size=args.batch_size, seed=0,
+    )  # fmt: skip
+    t, b, ts, bs = measure(dataset, params, args.repeats)
+    print(
+        f"{args.network} bn={args.bn} batch {args.batch_size}, {len(dataset.x_train)} samples, "
+        f"{args.threads} thread(s), {args.repeats} epochs each, alternating:"
+    )
+    print(f"  trainer epoch median {t:.4f} s  {[round(x, 4) for x in ts]}")
+    print(f"  bare loop epoch median {b:.4f} s  {[round(x, 4) for x in bs]}")
+    print(f"  overhead: trainer / bare = {t / b:.4f} ({(t / b - 1) * 100:+.2f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
