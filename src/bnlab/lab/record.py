@@ -8,9 +8,12 @@ with one set of parameters and one seed). It owns one folder, ``runs/<name>/`` b
         record.csv       one row per (run, epoch): the ``rows`` of record.json
         summary.csv      one row per (group, epoch): mean and 95% CI over seeds
         config.toml      the resolved config; ``bnlab run runs/<name>/config.toml`` repeats it
-        checkpoints/run-<k>.pt   model + optimizer state after run k's last finished epoch
-                                 (for ``--resume``; deleted when the run completes)
+        checkpoints/run-<k>.pt   {"epoch", "model", "optimizer"} state dicts after run k's
+                                 last finished epoch (for ``--resume``; kept when the run
+                                 completes, so the trained model can be reloaded)
         tensorboard/<run name>/  TensorBoard scalars, only with ``tensorboard = true``
+        probes/run-<k>.json      probe results, only with ``--probe`` (bnlab.lab.probes)
+        report.html              the HTML report (bnlab.lab.report), unless --no-report
 
 Every file is written atomically (to a temporary file in the same folder, then ``os.replace``)
 after every epoch, so Ctrl-C or a crash leaves a consistent record of every finished epoch.
