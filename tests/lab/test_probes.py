@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -250,3 +251,33 @@ def test_run_probes_checks_layer_before_training() -> None:
     model = tiny_cnn(False)
     with pytest.raises(ValueError, match=r"no layer 'fc2'.*Linear#0"):
         RunProbes(["ics"], model, nn.CrossEntropyLoss(), config=ProbeConfig(layer="fc2"))
+
+
+def test_trainer_probes_off_costs_nothing_and_on_saves(tmp_path) -> None:
+    from bnlab.lab.probes.for_run import TrainerProbes, probe_path
+
+    model = tiny_cnn(True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data(64)
+    path = probe_path(tmp_path, 1)
+    off = TrainerProbes([], model, opt, nn.CrossEntropyLoss(), x, y, 32, path)
+    off.attach()
+    assert off.before_step is None and hook_count(model) == 0
+    off.after_epoch()
+    off.finish()
+    off.close()
+    assert not path.exists()
+    on = TrainerProbes(["activations", "ics"], model, opt, nn.CrossEntropyLoss(), x, y, 32, path)
+    try:
+        on.attach()
+        assert hook_count(model) == 2 and on.before_step is not None
+        on.before_step(x[:32], y[:32])
+        model(x[:32])
+        raise KeyboardInterrupt  # an interrupted run still saves what it measured
+    except KeyboardInterrupt:
+        pass
+    finally:
+        on.close()
+    assert hook_count(model) == 0
+    saved = json.loads(path.read_text())
+    assert saved["activations"]["steps"] == [0] and len(saved["ics"]) == 1

@@ -97,7 +97,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def _pm(mean: float, half: float) -> str:
     if math.isnan(mean):
         return "-"
-    return _fmt(mean) if not half or math.isnan(half) else f"{_fmt(mean)} ± {_fmt(half)}"
+    if math.isnan(half):  # one seed: no interval
+        return _fmt(mean)
+    # the half-width at the mean's precision: rounding noise (1e-16) reads as 0.0000
+    return f"{_fmt(mean)} ± {half:.4f}" if 1e-3 <= abs(mean) < 1e4 else f"{_fmt(mean)} ± {half:.3g}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
