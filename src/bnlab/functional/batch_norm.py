@@ -54,11 +54,11 @@ def _forward(
     kern = kernels.select(x)
     if stats_mean is None or stats_var is None:
         y, mean, var = kern.forward_train(x, weight, bias, eps, activation)
-    else:
-        acc = kernels.acc_dtype(x.dtype)
-        mean, var = stats_mean.to(acc), stats_var.to(acc)
-        y = kern.normalize(x, mean, torch.rsqrt(var + eps), weight, bias, activation)
-    return y, mean, var, torch.rsqrt(var + eps)
+        return y, mean, var, torch.rsqrt(var + eps)
+    acc = kernels.acc_dtype(x.dtype)
+    mean, var = stats_mean.to(acc), stats_var.to(acc)
+    invstd = torch.rsqrt(var + eps)
+    return kern.normalize(x, mean, invstd, weight, bias, activation), mean, var, invstd
 
 
 def _backward(
@@ -287,6 +287,15 @@ def _batch_norm(
     compiling = torch.compiler.is_compiling()
     if compiling:
         y, mean, var, _ = _forward_op(input, weight, bias, stats_mean, stats_var, eps, activation)
+    elif not (
+        torch.is_grad_enabled()
+        and (
+            input.requires_grad
+            or (weight is not None and weight.requires_grad)
+            or (bias is not None and bias.requires_grad)
+        )
+    ):  # no autograd graph to record: skip the autograd.Function machinery
+        y, mean, var, _ = _forward(input, weight, bias, stats_mean, stats_var, eps, activation)
     else:
         y, mean, var = BatchNormFunction.apply(
             input, weight, bias, stats_mean, stats_var, eps, activation
