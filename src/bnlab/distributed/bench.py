@@ -62,8 +62,10 @@ def _worker(
     warmup: int,
     threads: int,
     out: str | None,
+    kernels: str = "auto",
 ) -> None:
     torch.set_num_threads(threads)
+    bnlab.kernels.set_backend(kernels)
     init_process_group(rank, nproc, init_method, timeout_s=120)
     rows = []
     for shape in shapes:
@@ -95,7 +97,8 @@ def _worker(
             f"{'per-rank shape':>16} {'local BN ms':>12} {'SyncBN ms':>10} {'ratio':>6} {'+ms':>7}"
         )
         print(
-            f"SyncBatchNorm vs local BatchNorm, forward+backward, {nproc} processes (gloo), "
+            f"SyncBatchNorm vs local BatchNorm, forward+backward, {kernels} kernels, "
+            f"{nproc} processes (gloo), "
             f"{threads} thread(s) each, median of {repeats}"
         )
         print(header)
@@ -110,6 +113,7 @@ def _worker(
                 "threads": threads,
                 "repeats": repeats,
                 "warmup": warmup,
+                "kernels": kernels,
                 "backend": "gloo",
             }
             Path(out).write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
@@ -129,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per-rank input shape, repeatable (default {' '.join(DEFAULT_SHAPES)})",
     )
     p.add_argument("--repeats", type=int, default=30, help="timed steps per layer (default 30)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument("--warmup", type=int, default=15, help="untimed steps first (default 15)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument(
+        "--kernels",
+        choices=("auto", "cpu", "portable"),
+        default="auto",
+        help="kernel family for both layers (bnlab.kernels.set_backend; default auto)",
+    )
     p.add_argument("--json", dest="out", help="also write the rows to this JSON file")
     return p
 
@@ -143,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1 or args.threads < 1 or args.warmup < 0:
         raise SystemExit("--repeats and --threads must be positive, --warmup >= 0")
     shapes = args.shape or [parse_shape(s) for s in DEFAULT_SHAPES]
-    spawn_local(_worker, args.nproc, shapes, args.repeats, args.warmup, args.threads, args.out)
+    spawn_local(
+        _worker, args.nproc, shapes, args.repeats, args.warmup, args.threads, args.out, args.kernels
+    )
     return 0
 
 

@@ -178,14 +178,20 @@ def _input_grad(
     sum_dy_xhat: torch.Tensor,
     total: int,
 ) -> torch.Tensor:
-    """``gamma * invstd * (dy - sum_dy / M - xhat * sum_dy_xhat / M)`` with the group's sums."""
+    """``gamma * invstd * (dy - sum_dy / M - xhat * sum_dy_xhat / M)`` with the group's sums.
+
+    The last two terms are, per channel, an affine map of x: the kernels' ``normalize`` computes
+    them in one pass (weight ``-gain * sum_dy_xhat / M``, bias ``-gain * sum_dy / M``), then
+    one multiply-add adds ``gain * dy``.
+    """
     if x.numel() == 0:
         return torch.zeros_like(x)
     acc = mean.dtype
     gain = invstd if weight is None else invstd * weight.to(acc)
-    xhat = (x.to(acc) - channel_view(mean, x)) * channel_view(invstd, x)
-    dx = dy.to(acc) - channel_view(sum_dy / total, x) - xhat * channel_view(sum_dy_xhat / total, x)
-    dx = dx * channel_view(gain, x)
+    affine = kernels.select(x).normalize(
+        x, mean, invstd, -gain * sum_dy_xhat / total, -gain * sum_dy / total
+    )
+    dx = torch.addcmul(affine.to(acc), dy.to(acc), channel_view(gain, x))
     return like(dx.to(x.dtype), x)
 
 

@@ -35,7 +35,14 @@ import torch.distributed as dist
 from torch import nn
 
 import bnlab
-from bnlab.distributed.launch import DistEnv, env_world, init_from_env, launch_local, roll_call
+from bnlab.distributed.launch import (
+    DistEnv,
+    env_world,
+    init_from_env,
+    launch_local,
+    roll_call,
+    share_cores,
+)
 from bnlab.lab.data import Dataset, epoch_generator, shuffled_batches
 from bnlab.lab.grid import RunParams
 from bnlab.lab.trainer import BatchHook, EpochResult, StepHook, loss_fn, metric_sum
@@ -243,6 +250,12 @@ def run_distributed_experiment(
             "a distributed run needs the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, "
             "MASTER_PORT): start it with `torchrun` or with --nproc N"
         )
+    if getattr(config, "probes", None):
+        # Probes run extra forward passes and save files per process: one process only.
+        raise ValueError("--probe is not supported in distributed runs; run without --nproc")
+    if "numba" not in sys.modules:  # torchrun sets OMP_NUM_THREADS only; Numba reads this
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
+        os.environ.update(share_cores(local))
     store = init_from_env(env, timeout_s=timeout_s)
     execution = DistributedExecution(env.rank, env.world_size, sync_bn, timeout_s)
     if env.rank != 0:
@@ -318,8 +331,4 @@ def launch_cli(argv: list[str], nproc: int, grace_s: float = 60.0) -> int:
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     cmd = [sys.executable, "-m", "bnlab.cli", *strip_nproc(argv)]
-    # Like torchrun: share the cores instead of every rank starting one thread per core
-    # (oversubscribed, a small model's epoch was 100x slower here).
-    threads = str(max(1, (os.cpu_count() or 1) // nproc))
-    env = {k: os.environ.get(k, threads) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    return launch_local(cmd, nproc, grace_s=grace_s, env=env)
+    return launch_local(cmd, nproc, grace_s=grace_s, env=share_cores(nproc))
