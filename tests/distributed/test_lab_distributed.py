@@ -117,6 +117,7 @@ def test_lost_rank_ends_run_naming_it_and_keeps_epochs(tmp_path: Path, fault: st
     text = " ".join(output.split())
     assert procs[0].returncode != 0, text
     assert "rank 1 stopped answering (died, or hung past the timeout)" in text, text
+    assert f"Every epoch finished before that is saved in {out}" in text, text
     assert waited < 2 * timeout_s + 30, f"rank 0 took {waited:.0f} s to give up"
     record = json.loads((out / "record.json").read_text())
     assert record["status"] == "failed"

@@ -77,6 +77,7 @@ class DistributedExecution:
     world_size: int
     sync_bn: bool = False
     timeout_s: float = 300.0
+    folder: Path | None = None  # the experiment folder, once agreed (for error messages)
 
     @property
     def writes(self) -> bool:
@@ -92,6 +93,8 @@ class DistributedExecution:
         """Rank 0's ``value`` on every rank (e.g. the experiment folder it chose)."""
         box = [value]
         dist.broadcast_object_list(box, src=0)
+        if isinstance(box[0], Path):
+            self.folder = box[0]
         return box[0]
 
     def environment(self) -> dict[str, Any]:
@@ -306,9 +309,10 @@ def _diagnose(
         ranks = ", ".join(map(str, missing))
         parts.append(f"rank {ranks} stopped answering (died, or hung past the timeout)")
     parts += [f"rank {r} {s}" for r, s in sorted(failed.items())]
+    where = execution.folder or "the experiment folder"
     return RankLostError(
         f"rank {env.rank}: the distributed run stopped: {'; '.join(parts)}. "
-        "Every epoch finished before that is saved in the experiment folder."
+        f"Every epoch finished before that is saved in {where}."
     )
 
 
