@@ -13,7 +13,8 @@ that a busy machine slows all peers alike:
 Peers: ``torch`` (``torch.nn.functional.batch_norm``), ``bnlab``, and ``compiled`` (a plain
 torch-ops batch norm through ``torch.compile``, for train_fwd and fwd_bwd; its compile time is
 reported apart). Reported per row: median time over ``--reps`` repetitions after warm-up,
-speedup (torch median / bnlab median), the bandwidth roofline (minimal bytes moved divided by
+speedup (torch median / bnlab median; the ratio of minimum times is shown too, the
+least disturbed figure on a shared machine), the bandwidth roofline (minimal bytes moved divided by
 the machine's measured copy bandwidth) as ``roofline_x`` = bnlab time / roofline time, and the
 peak extra resident memory of one call (sampled from /proc, Linux only).
 
@@ -91,6 +92,7 @@ class Row:
     case: str
     op: str
     times_ms: dict[str, float] = field(default_factory=dict)
+    min_times_ms: dict[str, float] = field(default_factory=dict)
     peak_extra_mb: dict[str, float] = field(default_factory=dict)
     speedup: float = float("nan")
     roofline_ms: float = float("nan")
@@ -100,8 +102,10 @@ class Row:
 # ------------------------------------------------------------------------------ measurement
 
 
-def _median_ms(fns: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dict[str, float]:
-    """Median wall time of each function, interleaved rep by rep, after ``warmup`` calls."""
+def _times_ms(
+    fns: dict[str, Callable[[], Any]], reps: int, warmup: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(median, min) wall time of each function, interleaved rep by rep, after warm-up."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -111,7 +115,10 @@ def _median_ms(fns: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dic
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return (
+        {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        {k: min(v) * 1e3 for k, v in times.items()},
+    )
 
 
 def _rss_bytes() -> int:
@@ -154,7 +161,7 @@ def bandwidth_gbs(nbytes: int = 256 << 20, reps: int = 10) -> dict[str, float]:
     n = nbytes // 4
     src = torch.randn(n)
     dst = torch.empty_like(src)
-    t = _median_ms({"copy": lambda: dst.copy_(src), "read": lambda: src.sum()}, reps, 2)
+    t, _ = _times_ms({"copy": lambda: dst.copy_(src), "read": lambda: src.sum()}, reps, 2)
     return {"copy": 2 * nbytes / t["copy"] / 1e6, "read": nbytes / t["read"] / 1e6}
 
 
@@ -258,7 +265,8 @@ def run(
         nbytes = torch.Size(case.shape).numel() * dtype.itemsize
         for op in ops:
             fns = peers[op]
-            row = Row(case.name, op, _median_ms(fns, reps, warmup))
+            median, fastest = _times_ms(fns, reps, warmup)
+            row = Row(case.name, op, median, fastest)
             row.speedup = row.times_ms["torch"] / row.times_ms["bnlab"]
             row.roofline_ms = MIN_TENSORS[op] * nbytes / bw["copy"] / 1e6
             row.roofline_x = row.times_ms["bnlab"] / row.roofline_ms
@@ -305,12 +313,20 @@ def print_table(result: dict[str, Any]) -> None:
             f"(copy {bw['copy']:.1f} GB/s, read {bw['read']:.1f} GB/s)"
         )
     )
-    for col in ("case", "op", "torch ms", "bnlab ms", "speedup", "other peer ms"):
+    for col in (
+        "case",
+        "op",
+        "torch ms",
+        "bnlab ms",
+        "speedup",
+        "min-time speedup",
+        "other peer ms",
+    ):
         table.add_column(col, justify="left" if col in ("case", "op") else "right")
     for col in ("roofline x", "peak MB bnlab/torch"):
         table.add_column(col, justify="right")
     for r in result["rows"]:
-        t = r["times_ms"]
+        t, t_min = r["times_ms"], r["min_times_ms"]
         other = ", ".join(f"{k} {v:.3f}" for k, v in t.items() if k not in ("torch", "bnlab"))
         mem = r["peak_extra_mb"]
         mem_s = f"{mem['bnlab']:.0f}/{mem['torch']:.0f}" if mem else "-"
@@ -320,6 +336,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{t['torch']:.3f}",
             f"{t['bnlab']:.3f}",
             f"{r['speedup']:.2f}x",
+            f"{t_min['torch'] / t_min['bnlab']:.2f}x",
             other,
             f"{r['roofline_x']:.2f}",
             mem_s,
