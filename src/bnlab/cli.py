@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one self-contained HTML report of run folders")
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     report.add_argument("-o", "--output", type=Path, help="default: RUN_DIR/report.html")
+    report.add_argument("--figures", type=Path, help="also keep the figures (PNG, SVG) here")
 
     sub.add_parser("bench", help="kernel benchmarks (bnlab.bench; try `bnlab bench -h`)")
     return parser
@@ -222,7 +223,8 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.report import build_report
 
-    console.print(f"report: {build_report(args.run_dirs, args.output)}", highlight=False)
+    path = build_report(args.run_dirs, args.output, args.figures)
+    console.print(f"report: {path}", highlight=False)
     return 0
 
 
