@@ -33,7 +33,10 @@ def record_table(record: Record, last: int | None = None) -> Table:
     table = Table(title=f"{record.name}: every run and epoch ({record.status})")
     cols = ["run", "name", "epoch", "loss", m, "test_loss", f"test_{m}", "epoch s", "run s"]
     for col in cols:
-        table.add_column(col, justify="left" if col == "name" else "right")
+        if col == "name":
+            table.add_column(col, justify="left", min_width=12)
+        else:
+            table.add_column(col, justify="right")
     rows = record.rows if last is None else record.rows[-last:]
     for r in rows:
         table.add_row(

@@ -160,7 +160,9 @@ def resolve(config: Config) -> tuple[Config, list[str]]:
             "Fashion-MNIST instead"
         )
     if config.preset:
-        notes += get_preset(config.preset).notes
+        preset = get_preset(config.preset)
+        if grid.get("epochs") != [preset.tutorial_epochs]:
+            notes += preset.notes
     return replace(config, name=config.experiment_name, grid=grid), notes
 
 
