@@ -43,7 +43,7 @@ BLOCK = 16384
 
 #: below this many elements a kernel runs on the calling thread only: waking and joining a
 #: second thread costs more than it saves there (and is at the mercy of a busy machine).
-SERIAL_NUMEL = 1 << 15
+SERIAL_NUMEL = 1 << 18
 
 _threads = -1
 
