@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional._checks import check_eps, check_momentum
+from bnlab.functional.batch_norm import batch_norm
 
 
 class BatchNormBase(nn.Module):
