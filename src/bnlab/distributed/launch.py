@@ -102,8 +102,18 @@ def spawn_local(fn: Callable[..., None], nproc: int, *args: Any) -> None:
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     init_method = f"tcp://127.0.0.1:{free_port()}"
-    os.environ.update(share_cores(nproc))  # inherited by the spawned processes
-    mp.spawn(fn, args=(nproc, init_method, *args), nprocs=nproc, join=True)
+    # The children inherit the environment at spawn time; the parent's is put back afterwards
+    # (Numba refuses a thread count that changes under it once its threads are running).
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    os.environ.update(share_cores(nproc))
+    try:
+        mp.spawn(fn, args=(nproc, init_method, *args), nprocs=nproc, join=True)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass(frozen=True)
