@@ -45,6 +45,10 @@ BLOCK = 16384
 #: second thread costs more than it saves there (and is at the mercy of a busy machine).
 SERIAL_NUMEL = 1 << 18
 
+#: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
+#: (not the thread count) so that results do not depend on the number of threads.
+ROW_TASKS = 16
+
 _threads = -1
 
 #: outputs at least this large get transparent huge pages (Linux madvise), see ``_empty_like``.
@@ -131,7 +135,9 @@ def _to_acc(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 def _stats(is_rows: bool, xa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if is_rows:
-        return nk.stats_rows(xa, _rows_per_block(xa.shape[1]))  # type: ignore[no-any-return]
+        return nk.stats_rows(  # type: ignore[no-any-return]
+            xa, _rows_per_block(xa.shape[1]), ROW_TASKS
+        )
     return nk.stats_ncs(xa, BLOCK)  # type: ignore[no-any-return]
 
 
@@ -243,7 +249,7 @@ def backward(
     b = _np(bias, c, 0.0).astype(dt)
     if is_rows:
         rb = _rows_per_block(c)
-        sum_dz, sum_dzxc = nk.bwd_sums_rows(dya, xa, m, s, b, act, rb)
+        sum_dz, sum_dzxc = nk.bwd_sums_rows(dya, xa, m, s, b, act, rb, ROW_TASKS)
     else:
         sum_dz, sum_dzxc = nk.bwd_sums_ncs(dya, xa, m, s, b, act, BLOCK)
     sum_dz_xhat = sum_dzxc * i64

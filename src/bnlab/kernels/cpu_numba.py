@@ -242,41 +242,75 @@ def bwd_dx_ncs(dy, x, m, s, b, act, one, k1, k2, dx, block):  # type: ignore[no-
 # ---------------------------------------------------------------------------------- rows layout
 
 
+@njit(cache=True)
+def _row_tasks(R: int, rb: int, ntasks: int) -> tuple[int, int, int]:
+    """(row blocks, blocks per task, tasks): at most ``ntasks`` tasks of whole row blocks."""
+    nsub = (R + rb - 1) // rb
+    per = (nsub + max(1, min(ntasks, nsub)) - 1) // max(1, min(ntasks, nsub))
+    return nsub, per, (nsub + per - 1) // per
+
+
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
-def stats_rows(x, rb):  # type: ignore[no-untyped-def]
+def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
+    """Each task owns whole blocks of ``rb`` rows and private float64 (C,) accumulators.
+
+    The inner loops run over contiguous channels (``acc[c] += x[r, c]``), which LLVM
+    vectorizes. Per block: mean, then squared deviations (block still in cache); blocks and
+    then tasks are merged with Chan's formula, whose factors are scalars here (every channel
+    of a block has the same count), so the merges are vector loops too.
+    """
     R, C = x.shape
-    nb = (R + rb - 1) // rb
-    cnt = np.empty(nb)
-    mu = np.zeros((nb, C))
-    m2 = np.zeros((nb, C))
-    for blk in prange(nb):
-        r0 = blk * rb
-        r1 = min(R, r0 + rb)
-        acc = mu[blk]
-        for r in range(r0, r1):
-            xr = x[r]
+    nsub, per, T = _row_tasks(R, rb, ntasks)
+    tn = np.zeros(T)
+    tm = np.zeros((T, C))
+    tq = np.zeros((T, C))
+    for t in prange(T):
+        ma = tm[t]
+        qa = tq[t]
+        s = np.empty(C)
+        q = np.empty(C)
+        na = 0.0
+        for sub in range(t * per, min(nsub, (t + 1) * per)):
+            r0 = sub * rb
+            r1 = min(R, r0 + rb)
+            s[:] = 0.0
+            for r in range(r0, r1):
+                xr = x[r]
+                for c in range(C):
+                    s[c] += xr[c]
+            k = r1 - r0
+            inv = 1.0 / k
             for c in range(C):
-                acc[c] += xr[c]
-        k = r1 - r0
+                s[c] *= inv
+            q[:] = 0.0
+            for r in range(r0, r1):
+                xr = x[r]
+                for c in range(C):
+                    d = xr[c] - s[c]
+                    q[c] += d * d
+            n = na + k
+            f1 = k / n
+            f2 = na * k / n
+            for c in range(C):
+                d = s[c] - ma[c]
+                ma[c] += d * f1
+                qa[c] += q[c] + d * d * f2
+            na = n
+        tn[t] = na
+    mean = tm[0].copy()
+    m2 = tq[0].copy()
+    na = tn[0]
+    for t in range(1, T):
+        nb = tn[t]
+        n = na + nb
+        f1 = nb / n
+        f2 = na * nb / n
         for c in range(C):
-            acc[c] /= k
-        q = m2[blk]
-        for r in range(r0, r1):
-            xr = x[r]
-            for c in range(C):
-                d = xr[c] - acc[c]
-                q[c] += d * d
-        cnt[blk] = k
-    mean = np.empty(C)
-    var = np.empty(C)
-    mu_f = mu.ravel()
-    m2_f = m2.ravel()
-    cnt_f = np.empty(nb * C)
-    for blk in range(nb):
-        cnt_f[blk * C : (blk + 1) * C] = cnt[blk]
-    for c in prange(C):
-        mean[c], var[c] = _chan_merge(cnt_f, mu_f, m2_f, c, nb * C, C)
-    return mean, var
+            d = tm[t, c] - mean[c]
+            mean[c] += d * f1
+            m2[c] += tq[t, c] + d * d * f2
+        na = n
+    return mean, m2 / na
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
@@ -310,16 +344,17 @@ def normalize_rows(x, m, s, b, act, one, y, rb):  # type: ignore[no-untyped-def]
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
-def bwd_sums_rows(dy, x, m, s, b, act, rb):  # type: ignore[no-untyped-def]
+def bwd_sums_rows(dy, x, m, s, b, act, rb, ntasks):  # type: ignore[no-untyped-def]
+    """Tasks of whole row blocks with private (C,) float64 sums (see ``stats_rows``)."""
     R, C = x.shape
-    nb = (R + rb - 1) // rb
-    p1 = np.zeros((nb, C))
-    p2 = np.zeros((nb, C))
-    for blk in prange(nb):
-        r0 = blk * rb
-        r1 = min(R, r0 + rb)
-        a1 = p1[blk]
-        a2 = p2[blk]
+    _nsub, per, T = _row_tasks(R, rb, ntasks)
+    p1 = np.zeros((T, C))
+    p2 = np.zeros((T, C))
+    for t in prange(T):
+        r0 = t * per * rb
+        r1 = min(R, r0 + per * rb)
+        a1 = np.zeros(C)
+        a2 = np.zeros(C)
         if act == 0:
             for r in range(r0, r1):
                 xr = x[r]
@@ -349,16 +384,14 @@ def bwd_sums_rows(dy, x, m, s, b, act, rb):  # type: ignore[no-untyped-def]
                     g = np.float64(dyr[c]) * sg * (1.0 + z * (1.0 - sg))
                     a1[c] += g
                     a2[c] += g * np.float64(xc)
-    s1o = np.zeros(C)
-    s2o = np.zeros(C)
-    for c in prange(C):
-        u = 0.0
-        v = 0.0
-        for blk in range(nb):
-            u += p1[blk, c]
-            v += p2[blk, c]
-        s1o[c] = u
-        s2o[c] = v
+        p1[t, :] = a1
+        p2[t, :] = a2
+    s1o = p1[0].copy()
+    s2o = p2[0].copy()
+    for t in range(1, T):
+        for c in range(C):
+            s1o[c] += p1[t, c]
+            s2o[c] += p2[t, c]
     return s1o, s2o
 
 
