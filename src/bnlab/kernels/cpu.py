@@ -108,10 +108,11 @@ def _view(t: torch.Tensor, fmt: torch.memory_format) -> tuple[bool, np.ndarray]:
     if fmt != torch.contiguous_format:
         perm = (0, 2, 3, 1) if t.dim() == 4 else (0, 2, 3, 4, 1)
         return True, t.detach().permute(perm).reshape(-1, c).numpy()
-    s = t.numel() // (t.shape[0] * c)
+    a = t.detach().numpy()  # contiguous here: a NumPy reshape is a view, and cheaper than torch's
+    s = a.size // (t.shape[0] * c)
     if s == 1:
-        return True, t.detach().reshape(-1, c).numpy()
-    return False, t.detach().reshape(t.shape[0], c, s).numpy()
+        return True, a.reshape(-1, c)
+    return False, a.reshape(t.shape[0], c, s)
 
 
 def _rows_per_block(c: int) -> int:
