@@ -119,14 +119,19 @@ def _rows_per_block(c: int) -> int:
     return max(1, BLOCK // c)
 
 
-def _np(t: torch.Tensor | None, n: int, fill: float) -> np.ndarray:
-    """A per-channel parameter as float64 NumPy (``fill`` when the parameter is None)."""
+def _np(
+    t: torch.Tensor | None, n: int, fill: float, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
+    """A per-channel parameter as read-only-use NumPy of ``dtype`` (``fill`` when None).
+
+    May share memory with ``t`` (no copy when the dtype already matches): callers never write it.
+    """
     if t is None:
-        return np.full(n, fill, dtype=np.float64)
+        return np.full(n, fill, dtype=dtype)
     t = t.detach()
     if t.dtype in (torch.float32, torch.float64) and t.device.type == "cpu":
-        return t.numpy().astype(np.float64)  # NumPy is cheaper than a torch op at size C
-    return t.to(torch.float64).numpy()
+        return t.numpy().astype(dtype, copy=False)  # NumPy is cheaper than a torch op at size C
+    return t.to(torch.float64).numpy().astype(dtype, copy=False)
 
 
 def _to_acc(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -156,7 +161,7 @@ def _normalize64(
     scale = invstd64 * _np(weight, c, 1.0)
     m = mean64.astype(dt)
     s = scale.astype(dt)
-    b = _np(bias, c, 0.0).astype(dt)
+    b = _np(bias, c, 0.0, dt)
     y = _empty_like(xd)
     is_rows, xa = _view(xd, fmt)
     _, ya = _view(y, fmt)
@@ -245,9 +250,9 @@ def backward(
     c = xd.shape[1]
     dt = xa.dtype
     i64 = _np(invstd, 0, 1.0)
-    m = _np(mean, 0, 0.0).astype(dt)
+    m = _np(mean, 0, 0.0, dt)
     s = (i64 * _np(weight, c, 1.0)).astype(dt)
-    b = _np(bias, c, 0.0).astype(dt)
+    b = _np(bias, c, 0.0, dt)
     if is_rows:
         rb = _rows_per_block(c)
         sum_dz, sum_dzxc = nk.bwd_sums_rows(dya, xa, m, s, b, act, rb, ROW_TASKS)
