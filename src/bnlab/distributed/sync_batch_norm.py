@@ -33,10 +33,8 @@ import torch.distributed as dist
 
 from bnlab import kernels
 from bnlab.functional._checks import (
-    check_channel_vector,
-    check_eps,
     check_input,
-    check_momentum,
+    check_per_channel_args,
 )
 from bnlab.functional.running_stats import update_running_stats
 from bnlab.kernels.common import channel_view, like
@@ -216,16 +214,9 @@ def sync_batch_norm(
     default (world) group. Evaluation mode needs no synchronization: use ``batch_norm``.
     """
     check_input(input)
-    num_channels = input.shape[1]
-    for name, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        check_channel_vector(t, name, num_channels)
-    eps = check_eps(eps)
-    momentum = check_momentum(momentum)
+    eps, momentum = check_per_channel_args(
+        input, running_mean, running_var, weight, bias, eps, momentum
+    )
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             "sync_batch_norm needs an initialized torch.distributed process group "

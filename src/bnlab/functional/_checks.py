@@ -40,6 +40,31 @@ def check_channel_vector(t: torch.Tensor | None, name: str, num_channels: int) -
         )
 
 
+def check_per_channel_args(
+    input: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    momentum: float | None,
+) -> tuple[float, float | None]:
+    """The checks every BN op shares; returns (eps, momentum) as floats.
+
+    Running statistics and affine parameters hold one value per channel of ``input`` (dim 1);
+    eps > 0; momentum in [0, 1] or None.
+    """
+    num_channels = input.shape[1]
+    for name, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        check_channel_vector(t, name, num_channels)
+    return check_eps(eps), check_momentum(momentum)
+
+
 def check_eps(eps: float) -> float:
     if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")

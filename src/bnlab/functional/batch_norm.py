@@ -27,10 +27,8 @@ import torch
 from bnlab import kernels
 from bnlab.functional._checks import (
     check_batch_size,
-    check_channel_vector,
-    check_eps,
     check_input,
-    check_momentum,
+    check_per_channel_args,
 )
 from bnlab.functional.running_stats import update_running_stats
 from bnlab.kernels.common import memory_format_of
@@ -267,15 +265,9 @@ def _batch_norm(
     """Checks, then the eager or the traceable path; shared by batch_norm and batch_norm_act."""
     check_input(input)
     num_channels = input.shape[1]
-    for name, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        check_channel_vector(t, name, num_channels)
-    eps = check_eps(eps)
-    momentum = check_momentum(momentum)
+    eps, momentum = check_per_channel_args(
+        input, running_mean, running_var, weight, bias, eps, momentum
+    )
     if not training and (running_mean is None or running_var is None):
         raise ValueError(
             "running_mean and running_var must be given in evaluation mode (training=False)"

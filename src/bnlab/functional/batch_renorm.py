@@ -25,10 +25,8 @@ import torch
 
 from bnlab.functional._checks import (
     check_batch_size,
-    check_channel_vector,
-    check_eps,
     check_input,
-    check_momentum,
+    check_per_channel_args,
 )
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
@@ -99,15 +97,9 @@ def batch_renorm(
     if not training:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     num_channels = input.shape[1]
-    for name, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        check_channel_vector(t, name, num_channels)
-    eps = check_eps(eps)
-    momentum = check_momentum(momentum)
+    eps, momentum = check_per_channel_args(
+        input, running_mean, running_var, weight, bias, eps, momentum
+    )
     check_batch_size(input)
     ref_std = torch.sqrt(running_var.detach().to(torch.float64) + eps)
 

@@ -25,10 +25,8 @@ import torch
 
 from bnlab.functional._checks import (
     check_batch_size,
-    check_channel_vector,
-    check_eps,
     check_input,
-    check_momentum,
+    check_per_channel_args,
 )
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
@@ -74,15 +72,9 @@ def ghost_batch_norm(
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     n, c = input.shape[0], input.shape[1]
     check_virtual_batch_size(k, n)
-    for name, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        check_channel_vector(t, name, c)
-    eps = check_eps(eps)
-    momentum = check_momentum(momentum)
+    eps, momentum = check_per_channel_args(
+        input, running_mean, running_var, weight, bias, eps, momentum
+    )
     groups = n // k
     spatial = input.shape[2:]
     # (N, C, *) -> (G, k, C, *) -> (k, G, C, *) -> (k, G*C, *): virtual batch g, channel c is

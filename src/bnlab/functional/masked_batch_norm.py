@@ -24,10 +24,8 @@ import torch
 
 from bnlab import kernels
 from bnlab.functional._checks import (
-    check_channel_vector,
-    check_eps,
     check_input,
-    check_momentum,
+    check_per_channel_args,
 )
 from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional.running_stats import update_running_stats
@@ -144,16 +142,9 @@ def masked_batch_norm(
             num_batches_tracked=num_batches_tracked,
         )
     check_mask(mask, input)
-    c = input.shape[1]
-    for name, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        check_channel_vector(t, name, c)
-    eps = check_eps(eps)
-    momentum = check_momentum(momentum)
+    eps, momentum = check_per_channel_args(
+        input, running_mean, running_var, weight, bias, eps, momentum
+    )
     count = int(mask.sum())
     if count < 2:
         raise ValueError(
