@@ -91,35 +91,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def warm_kernel_cache() -> None:
-    """Compile the kernels the workers use here, once, before they start.
-
-    With an empty on-disk Numba cache (a fresh clone) every worker would otherwise compile and
-    write the same cache files at the same moment; a fresh-clone run once lost a worker to a
-    C++ abort at that point, so the parent fills the cache first and the workers only load it.
-    """
-    for dtype in (torch.float32, torch.float64):
-        for shape, fmt in (
-            ((4, 3), torch.contiguous_format),
-            ((4, 3, 5), torch.contiguous_format),
-            ((4, 3, 2, 2), torch.contiguous_format),
-            ((4, 3, 2, 2), torch.channels_last),
-            ((4, 3, 2, 2, 2), torch.contiguous_format),
-        ):
-            x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(True)
-            bn = bnlab.BatchNorm1d if len(shape) < 4 else bnlab.BatchNorm2d
-            if len(shape) == 5:
-                bn = bnlab.BatchNorm3d
-            bnlab.kernels.select(x).batch_stats(x.detach())  # SyncBN's local statistics
-            layer = bn(3, dtype=dtype)
-            layer(x).sum().backward()
-            layer.eval()
-            layer(x).sum().backward()
-
-
 def spawn(fn: Callable[..., None], world: int, outdir: Path) -> dict[int, dict[str, Any]]:
     """Run ``fn(rank, world, port, outdir)`` in ``world`` gloo processes; return each rank's JSON."""
-    warm_kernel_cache()
+    bnlab.kernels.warm_up((torch.float32, torch.float64))  # see warm_up: empty-cache races
     port = free_port()
     mp.spawn(fn, args=(world, port, str(outdir)), nprocs=world, join=True)
     return {r: json.loads((outdir / f"rank{r}.json").read_text()) for r in range(world)}

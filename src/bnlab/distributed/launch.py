@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from bnlab.kernels import warm_up
+
 __all__ = [
     "DistEnv",
     "default_backend",
@@ -101,6 +103,7 @@ def spawn_local(fn: Callable[..., None], nproc: int, *args: Any) -> None:
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
+    warm_up()  # fill the kernel cache once, before the ranks would all write it at once
     init_method = f"tcp://127.0.0.1:{free_port()}"
     # The children inherit the environment at spawn time; the parent's is put back afterwards
     # (Numba refuses a thread count that changes under it once its threads are running).
@@ -212,6 +215,7 @@ def launch_local(
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
+    warm_up()  # fill the kernel cache once, before the ranks would all write it at once
     port = free_port()
     procs = []
     for rank in range(nproc):

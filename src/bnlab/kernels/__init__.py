@@ -33,7 +33,7 @@ import torch
 from bnlab.kernels import portable
 from bnlab.kernels.common import acc_dtype
 
-__all__ = ["CPU_MIN_NUMEL", "acc_dtype", "portable", "select", "set_backend"]
+__all__ = ["CPU_MIN_NUMEL", "acc_dtype", "portable", "select", "set_backend", "warm_up"]
 
 #: below this many elements ``portable`` runs instead of ``cpu``. 0: measured on (8, 4) up to
 #: (4096, 1024), the portable family (several torch ops per call) was never clearly faster than
@@ -82,3 +82,28 @@ def select(x: torch.Tensor) -> ModuleType:
     ):
         return _cpu_family()
     return portable
+
+
+def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
+    """Compile (or load from the disk cache) the plain-BN CPU kernels for ``dtypes``, now.
+
+    Call it in a parent process before starting several processes that use bnlab on one
+    machine: with an empty Numba cache they would otherwise all compile and write the same
+    cache files at once, which Numba does not guard against (numba/numba#4807; seen here as a
+    worker's C++ abort in a fresh clone). Covers every layout the CPU family distinguishes.
+    """
+    for dtype in dtypes:
+        for shape, fmt in (
+            ((4, 3), torch.contiguous_format),
+            ((4, 3, 5), torch.contiguous_format),
+            ((4, 3, 2, 2), torch.channels_last),
+        ):
+            x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
+            kern = select(x)
+            weight, bias = torch.ones(3, dtype=dtype), torch.zeros(3, dtype=dtype)
+            y, mean, var = kern.forward_train(x, weight, bias, 1e-5)
+            invstd = torch.rsqrt(var + 1e-5)
+            kern.batch_stats(x)
+            kern.normalize(x, mean, invstd, weight, bias)
+            for batch_stats in (True, False):
+                kern.backward(torch.ones_like(y), x, mean, invstd, weight, batch_stats, True, bias)
