@@ -90,22 +90,28 @@ class BatchNormBase(nn.Module):
                 f"got {input.shape[1]} (input shape {tuple(input.shape)})"
             )
 
+    def _op_kwargs(self) -> dict[str, Any]:
+        """The functional op's arguments under PyTorch's rules, for every layer built on this base.
+
+        Batch statistics in training, and in eval when no running statistics are kept; the
+        running statistics (and num_batches_tracked) are updated only in training with tracking.
+        """
+        update = self.training and self.track_running_stats
+        use_running = update or not self.training
+        return {
+            "running_mean": self.running_mean if use_running else None,
+            "running_var": self.running_var if use_running else None,
+            "weight": self.weight,
+            "bias": self.bias,
+            "training": self.training or self.running_mean is None,
+            "momentum": self.momentum,
+            "eps": self.eps,
+            "num_batches_tracked": self.num_batches_tracked if update else None,
+        }
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        # Batch statistics in training, and in eval when no running statistics are kept.
-        use_batch_stats = self.training or self.running_mean is None
-        update = self.training and self.track_running_stats
-        return batch_norm(
-            input,
-            self.running_mean if (update or not self.training) else None,
-            self.running_var if (update or not self.training) else None,
-            self.weight,
-            self.bias,
-            training=use_batch_stats,
-            momentum=self.momentum,
-            eps=self.eps,
-            num_batches_tracked=self.num_batches_tracked if update else None,
-        )
+        return batch_norm(input, **self._op_kwargs())
 
     def extra_repr(self) -> str:
         return (

@@ -36,20 +36,7 @@ class _BatchNormAct(BatchNormBase):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        update = self.training and self.track_running_stats
-        use_running = update or not self.training
-        return batch_norm_act(
-            input,
-            self.running_mean if use_running else None,
-            self.running_var if use_running else None,
-            self.weight,
-            self.bias,
-            training=self.training or self.running_mean is None,
-            momentum=self.momentum,
-            eps=self.eps,
-            activation=self.activation,
-            num_batches_tracked=self.num_batches_tracked if update else None,
-        )
+        return batch_norm_act(input, **self._op_kwargs(), activation=self.activation)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}"

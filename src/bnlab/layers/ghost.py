@@ -32,19 +32,8 @@ class _GhostBatchNormBase(BatchNormBase):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        use_batch_stats = self.training or self.running_mean is None
-        update = self.training and self.track_running_stats
         return ghost_batch_norm(
-            input,
-            self.running_mean if (update or not self.training) else None,
-            self.running_var if (update or not self.training) else None,
-            self.weight,
-            self.bias,
-            training=use_batch_stats,
-            momentum=self.momentum,
-            eps=self.eps,
-            virtual_batch_size=self.virtual_batch_size,
-            num_batches_tracked=self.num_batches_tracked if update else None,
+            input, **self._op_kwargs(), virtual_batch_size=self.virtual_batch_size
         )
 
     def extra_repr(self) -> str:

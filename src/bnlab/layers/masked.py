@@ -32,17 +32,4 @@ class MaskedBatchNorm1d(BatchNormBase):
 
     def forward(self, input: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input_dim(input)
-        use_batch_stats = self.training or self.running_mean is None
-        update = self.training and self.track_running_stats
-        return masked_batch_norm(
-            input,
-            mask,
-            self.running_mean if (update or not self.training) else None,
-            self.running_var if (update or not self.training) else None,
-            self.weight,
-            self.bias,
-            training=use_batch_stats,
-            momentum=self.momentum,
-            eps=self.eps,
-            num_batches_tracked=self.num_batches_tracked if update else None,
-        )
+        return masked_batch_norm(input, mask, **self._op_kwargs())
