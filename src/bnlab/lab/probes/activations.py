@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab.lab.probes._hook import InputHook
 from bnlab.lab.probes._layers import find_layer
 
 QUANTILES = (0.15, 0.50, 0.85)
@@ -47,7 +48,7 @@ def histogram(values: torch.Tensor, bins: int = 60) -> dict[str, list[float]]:
     return {"edges": edges.tolist(), "counts": density.tolist()}
 
 
-class ActivationProbe:
+class ActivationProbe(InputHook):
     """Percentiles of chosen units of ``layer``'s input per training step, and histograms.
 
     Args:
@@ -102,24 +103,6 @@ class ActivationProbe:
         if self._first is None:
             self._first = x.detach().clone()
         self._last = x.detach()
-
-    def attach(self) -> ActivationProbe:
-        """Register the hook (idempotent)."""
-        if self._handle is None:
-            self._handle = self.module.register_forward_pre_hook(self._hook)
-        return self
-
-    def detach(self) -> None:
-        """Remove the hook; always called on leaving the ``with`` block."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def __enter__(self) -> ActivationProbe:
-        return self.attach()
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
 
     def result(self) -> dict[str, Any]:
         """JSON-ready: steps, per-unit percentiles ``[step][unit][q]``, first/last histograms."""

@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab.lab.probes._hook import InputHook
 from bnlab.lab.probes._layers import find_layer, parameters_before
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class InputShiftProbe:
+class InputShiftProbe(InputHook):
     """Per-unit batch mean and variance of ``layer``'s input at every ``every``-th training step.
 
     Statistics are kept on the device (no host sync while training); see the module docstring
@@ -64,22 +65,6 @@ class InputShiftProbe:
         self._means.append(mean)
         self._vars.append(var)
         self._steps.append(step)
-
-    def attach(self) -> InputShiftProbe:
-        if self._handle is None:
-            self._handle = self.module.register_forward_pre_hook(self._hook)
-        return self
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def __enter__(self) -> InputShiftProbe:
-        return self.attach()
-
-    def __exit__(self, *exc: object) -> None:
-        self.detach()
 
     def result(self) -> dict[str, Any]:
         """JSON-ready: steps, per-step means/variances of the first ``max_units`` units, drift."""
