@@ -199,15 +199,50 @@ def test_nan_input_same_running_stat_guard_as_portable(fmt, monkeypatch):
         kernels.set_backend(backend)
         rm, rv = torch.zeros(3), torch.ones(3)
         nbt = torch.tensor(0)
-        with warnings.catch_warnings(record=True):
+        monkeypatch.setattr(rs_module, "_warned_non_finite", False)
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             y = batch_norm(x, rm, rv, training=True, num_batches_tracked=nbt)
+        assert any("not finite" in str(w.message) for w in caught), f"{backend}: no warning"
         assert torch.equal(rm, torch.zeros(3)) and torch.equal(rv, torch.ones(3))
         assert int(nbt) == 0
         results[backend] = y
     nan_cpu, nan_portable = results["cpu"].isnan(), results["portable"].isnan()
     assert torch.equal(nan_cpu, nan_portable), "NaN pattern differs between families"
     assert bool(nan_cpu[:, 2].all()) and not bool(nan_cpu[:, :2].any())
+
+
+def _buffers(kind, c):
+    """Running buffers the kernel updates in place ("direct") or must leave to Python."""
+    if kind == "direct":
+        return torch.zeros(c), torch.ones(c), torch.tensor(0)
+    if kind == "float64":
+        z = torch.zeros(c, dtype=torch.float64)
+        return z, torch.ones(c, dtype=torch.float64), torch.tensor(0)
+    strided = torch.zeros(2 * c)[::2], torch.ones(2 * c)[::2]  # not contiguous
+    return strided[0], strided[1], torch.tensor(0)
+
+
+@pytest.mark.parametrize("kind", ["direct", "float64", "strided"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_running_update_in_kernel_and_by_caller_agree_with_torch(kind, momentum, assert_close):
+    """The fused update (direct buffers) and the caller's (other buffers) give torch's values."""
+    c = 4
+    rm, rv, nbt = _buffers(kind, c)
+    ref_m, ref_v = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+    for step in range(3):
+        x = _make((6, c, 3, 3), torch.float32, scale=0.01 * (step + 1), offset=step)
+        batch_norm(x, rm, rv, training=True, momentum=momentum, num_batches_tracked=nbt)
+        factor = 1.0 / (step + 1) if momentum is None else momentum
+        F.batch_norm(x.double(), ref_m, ref_v, training=True, momentum=factor)
+    assert int(nbt) == 3
+    assert_close(rm.double(), ref_m, atol=1e-7, rtol=1e-6, what=f"running_mean ({kind})")
+    assert_close(rv.double(), ref_v, atol=1e-9, rtol=1e-6, what=f"running_var ({kind})")
+
+
+def test_cumulative_average_without_counter_is_an_error():
+    with pytest.raises(ValueError, match="needs num_batches_tracked"):
+        batch_norm(torch.randn(4, 3), torch.zeros(3), torch.ones(3), training=True, momentum=None)
 
 
 def test_double_backward_raises():
@@ -258,8 +293,8 @@ first_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 bnlab.functional.batch_norm(x, None, None, training=True).sum().backward()
 second_s = time.perf_counter() - t0
-from bnlab.kernels import cpu_numba
-hits = sum(sum(k.stats.cache_hits.values()) for k in (cpu_numba.stats_ncs, cpu_numba.normalize_ncs))
+from bnlab.kernels import cpu_entries
+hits = sum(sum(k.stats.cache_hits.values()) for k in (cpu_entries.train_forward, cpu_entries.backward))
 print(json.dumps({"import_s": import_s, "imported_by_import": imported, "first_s": first_s,
                   "second_s": second_s, "cache_hits": hits}))
 """

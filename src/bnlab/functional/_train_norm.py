@@ -45,8 +45,7 @@ class TrainNormFunction(torch.autograd.Function):
         kern = kernels.select(x)
         r = d = None
         if correction is None:
-            y, mean, var = kern.forward_train(x, weight, bias, eps)
-            invstd = torch.rsqrt(var + eps)
+            y, mean, var, invstd, _ = kern.forward_train(x, weight, bias, eps)
             w_eff = weight
         else:
             mean, var = kern.batch_stats(x)

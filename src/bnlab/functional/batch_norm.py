@@ -30,7 +30,7 @@ from bnlab.functional._checks import (
     check_input,
     check_per_channel_args,
 )
-from bnlab.functional.running_stats import update_running_stats
+from bnlab.functional.running_stats import update_running_stats, warn_non_finite
 from bnlab.kernels.common import memory_format_of
 
 _NO_DOUBLE_BACKWARD = (
@@ -47,16 +47,32 @@ def _forward(
     stats_var: torch.Tensor | None,
     eps: float,
     activation: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, mean, var, invstd): batch statistics when ``stats_mean`` is None, else the given."""
+    running: kernels.RunningStats | None = None,
+    need_invstd: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(y, mean, var, invstd): batch statistics when ``stats_mean`` is None, else the given.
+
+    In training, the batch is folded into ``running`` (if given) here too. In eval, invstd
+    (which only backward needs) is None unless ``need_invstd``.
+    """
     kern = kernels.select(x)
     if stats_mean is None or stats_var is None:
-        y, mean, var = kern.forward_train(x, weight, bias, eps, activation)
-        return y, mean, var, torch.rsqrt(var + eps)
+        y, mean, var, invstd, folded = kern.forward_train(x, weight, bias, eps, activation, running)
+        if running is not None:
+            if folded is None:
+                update_running_stats(
+                    running.running_mean, running.running_var, mean, var,
+                    x.numel() // x.shape[1], running.momentum, running.num_batches_tracked,
+                )  # fmt: skip
+            elif not folded:
+                warn_non_finite()
+        return y, mean, var, invstd
+    y = kern.eval_forward(x, stats_mean, stats_var, weight, bias, eps, activation)
+    if not need_invstd:
+        return y, stats_mean, stats_var, None
     acc = kernels.acc_dtype(x.dtype)
     mean, var = stats_mean.to(acc), stats_var.to(acc)
-    invstd = torch.rsqrt(var + eps)
-    return kern.normalize(x, mean, invstd, weight, bias, activation), mean, var, invstd
+    return y, mean, var, torch.rsqrt(var + eps)
 
 
 def _backward(
@@ -88,6 +104,7 @@ class BatchNormFunction(torch.autograd.Function):
     """Eager autograd node: forward returns (y, mean, var); mean and var are not differentiable.
 
     Saves x (not xhat), the per-channel mean and invstd, and weight/bias: what backward needs.
+    In training, folds the batch into ``running`` (if given) as well.
     """
 
     @staticmethod
@@ -100,8 +117,11 @@ class BatchNormFunction(torch.autograd.Function):
         stats_var: torch.Tensor | None,
         eps: float,
         activation: str = "identity",
+        running: kernels.RunningStats | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y, mean, var, invstd = _forward(x, weight, bias, stats_mean, stats_var, eps, activation)
+        y, mean, var, invstd = _forward(
+            x, weight, bias, stats_mean, stats_var, eps, activation, running
+        )
         ctx.use_batch_stats = stats_mean is None
         ctx.activation = activation
         ctx.save_for_backward(x, weight, bias, mean, invstd)
@@ -117,7 +137,7 @@ class BatchNormFunction(torch.autograd.Function):
         dx, dw, db = _backward(
             dy, x, weight, bias, mean, invstd, ctx.use_batch_stats, need_dx, ctx.activation
         )
-        return dx, dw if need_dw else None, db if need_db else None, None, None, None, None
+        return dx, dw if need_dw else None, db if need_db else None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------- torch.library custom ops
@@ -137,6 +157,7 @@ def _forward_op(
     # A custom op's outputs may not alias its inputs (``.to`` returns the running buffer itself).
     if stats_mean is not None:
         mean, var = mean.clone(), var.clone()
+    assert invstd is not None  # need_invstd
     return y, mean, var, invstd
 
 
@@ -264,51 +285,49 @@ def _batch_norm(
 ) -> torch.Tensor:
     """Checks, then the eager or the traceable path; shared by batch_norm and batch_norm_act."""
     check_input(input)
-    num_channels = input.shape[1]
     eps, momentum = check_per_channel_args(
         input, running_mean, running_var, weight, bias, eps, momentum
     )
-    if not training and (running_mean is None or running_var is None):
+    running = None
+    if training:
+        check_batch_size(input)
+        stats_mean = stats_var = None
+        if running_mean is not None or running_var is not None or num_batches_tracked is not None:
+            running = kernels.RunningStats(running_mean, running_var, num_batches_tracked, momentum)
+            if momentum is None and num_batches_tracked is None:
+                raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    elif running_mean is None or running_var is None:
         raise ValueError(
             "running_mean and running_var must be given in evaluation mode (training=False)"
         )
-    if training:
-        check_batch_size(input)
-    stats_mean = None if training else running_mean
-    stats_var = None if training else running_var
-    compiling = torch.compiler.is_compiling()
-    if compiling:
-        y, mean, var, _ = _forward_op(input, weight, bias, stats_mean, stats_var, eps, activation)
-    elif not (
-        torch.is_grad_enabled()
-        and (
-            input.requires_grad
-            or (weight is not None and weight.requires_grad)
-            or (bias is not None and bias.requires_grad)
-        )
-    ):  # no autograd graph to record: skip the autograd.Function machinery
-        y, mean, var, _ = _forward(input, weight, bias, stats_mean, stats_var, eps, activation)
     else:
-        y, mean, var = BatchNormFunction.apply(
-            input, weight, bias, stats_mean, stats_var, eps, activation
-        )
-    if training:
-        count = input.numel() // num_channels if num_channels else 0
-        if compiling:
+        stats_mean, stats_var = running_mean, running_var
+    if torch.compiler.is_compiling():
+        y, mean, var, _ = _forward_op(input, weight, bias, stats_mean, stats_var, eps, activation)
+        if running is not None:
             _update_op(
                 running_mean,
                 running_var,
                 mean.detach(),
                 var.detach(),
-                count,
+                input.numel() // input.shape[1],
                 momentum,
                 num_batches_tracked,
             )
-        else:
-            update_running_stats(
-                running_mean, running_var, mean, var, count, momentum, num_batches_tracked
-            )
-    return y
+        return y
+    if torch.is_grad_enabled() and (
+        input.requires_grad
+        or (weight is not None and weight.requires_grad)
+        or (bias is not None and bias.requires_grad)
+    ):
+        y = BatchNormFunction.apply(
+            input, weight, bias, stats_mean, stats_var, eps, activation, running
+        )[0]
+        return y
+    # no autograd graph to record: skip the autograd.Function machinery
+    return _forward(
+        input, weight, bias, stats_mean, stats_var, eps, activation, running, need_invstd=False
+    )[0]
 
 
 def batch_norm(

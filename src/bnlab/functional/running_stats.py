@@ -39,7 +39,8 @@ def _numpy_views(*ts: torch.Tensor | None) -> list[np.ndarray | None] | None:
     return views
 
 
-def _warn_non_finite() -> None:
+def warn_non_finite() -> None:
+    """Warn (once per process) that a batch's statistics were not finite and were skipped."""
     global _warned_non_finite
     if not _warned_non_finite:
         warnings.warn(
@@ -79,7 +80,7 @@ def update_running_stats(
         rm, rv, m, v = views
         assert m is not None and v is not None
         if not (np.isfinite(m).all() and np.isfinite(v).all()):
-            _warn_non_finite()
+            warn_non_finite()
             return False
         tracked = 0
         if num_batches_tracked is not None:
@@ -96,14 +97,18 @@ def update_running_stats(
             factor = 1.0 / tracked
         else:
             factor = momentum
+        # in float64, then rounded once: in float32, r + f * (v - r) with f = 1 (the first
+        # cumulative step) would lose v's low digits when v is far below r
         if rm is not None:
-            rm += factor * (m.astype(rm.dtype, copy=False) - rm)
+            r = rm.astype(np.float64)
+            rm[...] = r + factor * (m.astype(np.float64) - r)
         if rv is not None:
-            unbiased_np = v * (count / (count - 1)) if count > 1 else v
-            rv += factor * (unbiased_np.astype(rv.dtype, copy=False) - rv)
+            r = rv.astype(np.float64)
+            correction = count / (count - 1) if count > 1 else 1.0
+            rv[...] = r + factor * (v.astype(np.float64) * correction - r)
         return True
     if not bool(torch.isfinite(mean).all() and torch.isfinite(var).all()):
-        _warn_non_finite()
+        warn_non_finite()
         return False
     if num_batches_tracked is not None:
         num_batches_tracked.add_(1)

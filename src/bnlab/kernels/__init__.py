@@ -1,6 +1,6 @@
 """Kernel families behind bnlab's functional ops, and the one place that picks between them.
 
-Every family exposes the same four functions, all on a channel axis of 1 (input laid out as
+Every family exposes the same five functions, all on a channel axis of 1 (input laid out as
 (N, C, *spatial); any strides, though a family may copy odd ones to a dense layout first):
 
 ``batch_stats(x) -> (mean, var)``
@@ -8,8 +8,13 @@ Every family exposes the same four functions, all on a channel axis of 1 (input 
 ``normalize(x, mean, invstd, weight, bias, activation="identity") -> y``
     ``y = act((x - mean) * invstd * weight + bias)``; ``y`` has x's dtype, and x's memory
     format when x is contiguous or channels_last (contiguous otherwise);
-``forward_train(x, weight, bias, eps, activation="identity") -> (y, mean, var)``
-    the two above in one go (a fused family may read x fewer times);
+``eval_forward(x, mean, var, weight, bias, eps, activation="identity") -> y``
+    ``normalize`` with invstd = 1 / sqrt(var + eps) (eval mode, running statistics);
+``forward_train(x, weight, bias, eps, activation="identity", running=None) -> TrainOutput``
+    (y, mean, var, invstd, folded): the two above in one go (a fused family may read x fewer
+    times), and the batch folded into ``running`` (a ``RunningStats``) if the family can
+    (``folded`` True, or False when the statistics were not finite); ``folded`` None leaves
+    the running update to the caller;
 ``backward(dy, x, mean, invstd, weight, batch_stats, need_input_grad, bias=None,
 activation="identity") -> (dx, sum(dz * xhat), sum(dz))``
     closed-form gradients, dz = dy * act'(z) with z the pre-activation recomputed from x (so
@@ -31,9 +36,18 @@ from types import ModuleType
 import torch
 
 from bnlab.kernels import portable
-from bnlab.kernels.common import acc_dtype
+from bnlab.kernels.common import RunningStats, TrainOutput, acc_dtype
 
-__all__ = ["CPU_MIN_NUMEL", "acc_dtype", "portable", "select", "set_backend", "warm_up"]
+__all__ = [
+    "CPU_MIN_NUMEL",
+    "RunningStats",
+    "TrainOutput",
+    "acc_dtype",
+    "portable",
+    "select",
+    "set_backend",
+    "warm_up",
+]
 
 #: below this many elements ``portable`` runs instead of ``cpu``. 0: measured on (8, 4) up to
 #: (4096, 1024), the portable family (several torch ops per call) was never clearly faster than
@@ -101,9 +115,12 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
             x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
             kern = select(x)
             weight, bias = torch.ones(3, dtype=dtype), torch.zeros(3, dtype=dtype)
-            y, mean, var = kern.forward_train(x, weight, bias, 1e-5)
-            invstd = torch.rsqrt(var + 1e-5)
+            running = RunningStats(
+                torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype), None, 0.1
+            )
+            y, mean, var, invstd, _ = kern.forward_train(x, weight, bias, 1e-5, running=running)
             kern.batch_stats(x)
             kern.normalize(x, mean, invstd, weight, bias)
+            kern.eval_forward(x, mean, var, weight, bias, 1e-5)
             for batch_stats in (True, False):
                 kern.backward(torch.ones_like(y), x, mean, invstd, weight, batch_stats, True, bias)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -34,3 +36,31 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 def like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Return ``y`` laid out in the memory format of ``x`` (channels_last stays channels_last)."""
     return y.contiguous(memory_format=memory_format_of(x))
+
+
+class RunningStats(NamedTuple):
+    """Running-statistics buffers to fold a training batch into (see ``functional.running_stats``).
+
+    ``momentum`` None is the cumulative average (needs ``num_batches_tracked``).
+    """
+
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    num_batches_tracked: torch.Tensor | None
+    momentum: float | None
+
+
+class TrainOutput(NamedTuple):
+    """What a family's ``forward_train`` returns.
+
+    ``y`` the output, ``mean`` and biased ``var`` the batch statistics, ``invstd`` =
+    1 / sqrt(var + eps), all in ``acc_dtype``. ``folded``: None if no running statistics were
+    given or the family left the update to the caller, True if it folded the batch into them,
+    False if it skipped them because the batch statistics were not finite.
+    """
+
+    y: torch.Tensor
+    mean: torch.Tensor
+    var: torch.Tensor
+    invstd: torch.Tensor
+    folded: bool | None = None

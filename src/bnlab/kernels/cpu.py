@@ -24,32 +24,30 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 
 import numba
 import numpy as np
 import torch
 
-from bnlab.kernels import cpu_numba as nk
+from bnlab.kernels import cpu_entries as entries
 from bnlab.kernels import portable
-from bnlab.kernels.common import memory_format_of
+from bnlab.kernels.common import RunningStats, TrainOutput, memory_format_of
 
-__all__ = ["ACTIVATIONS", "backward", "batch_stats", "forward_train", "normalize"]
+__all__ = [
+    "ACTIVATIONS",
+    "backward",
+    "batch_stats",
+    "eval_forward",
+    "forward_train",
+    "normalize",
+]
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "silu": 2}
-
-#: values of one channel per task (ncs layout) or per row block (rows layout): about 64 KiB of
-#: float32, small enough that the second statistics pass over a task reads from cache.
-BLOCK = 16384
 
 #: below this many elements a kernel runs on the calling thread only: waking and joining a
 #: second thread costs more than it saves there (and is at the mercy of a busy machine).
 SERIAL_NUMEL = 1 << 18
-
-#: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
-#: (not the thread count) so that results do not depend on the number of threads.
-ROW_TASKS = 16
-
-_threads = -1
 
 #: outputs at least this large get transparent huge pages (Linux madvise), see ``_empty_like``.
 HUGE_BYTES = 4 << 20
@@ -84,14 +82,23 @@ def _empty_like(t: torch.Tensor) -> torch.Tensor:
 
 
 _MAX_THREADS: int = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
+_ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
+
+
+_numba_threads = threading.local()
 
 
 def _sync_threads(numel: int) -> None:
-    """Run Numba with torch's thread count (so the two never oversubscribe the cores)."""
+    """Run Numba with torch's thread count (so the two never oversubscribe the cores).
+
+    One thread below ``SERIAL_NUMEL``. Numba's setting is per calling thread; the last value
+    set is remembered per thread, since asking Numba costs about a microsecond.
+    """
     n = torch.get_num_threads() if numel >= SERIAL_NUMEL else 1
     n = max(1, min(n, _MAX_THREADS))
-    if numba.get_num_threads() != n:  # a per-thread setting in Numba, hence no cache here
+    if getattr(_numba_threads, "n", 0) != n:
         numba.set_num_threads(n)
+        _numba_threads.n = n
 
 
 def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
@@ -102,85 +109,95 @@ def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
     return x, fmt
 
 
-def _view(t: torch.Tensor, fmt: torch.memory_format) -> tuple[bool, np.ndarray]:
-    """(is_rows, NumPy view): rows (R, C) for (N, C) and channels_last, else (N, C, S)."""
-    c = t.shape[1]
-    if fmt != torch.contiguous_format:
-        perm = (0, 2, 3, 1) if t.dim() == 4 else (0, 2, 3, 4, 1)
-        return True, t.detach().permute(perm).reshape(-1, c).numpy()
-    a = t.detach().numpy()  # contiguous here: a NumPy reshape is a view, and cheaper than torch's
-    s = a.size // (t.shape[0] * c)
-    if s == 1:
-        return True, a.reshape(-1, c)
-    return False, a.reshape(t.shape[0], c, s)
+def _geometry(x: torch.Tensor, fmt: torch.memory_format) -> tuple[int, int, int, bool]:
+    """(N, C, S, rows) of a dense x: rows (N * S, C) for (N, C) and channels_last, else (N, C, S)."""
+    shape = x.shape
+    n, c = shape[0], shape[1]
+    s = x.numel() // (n * c)
+    return n, c, s, fmt != torch.contiguous_format or s == 1
 
 
-def _rows_per_block(c: int) -> int:
-    return max(1, BLOCK // c)
+def _address(t: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
+    """Address of a per-channel vector as C contiguous values of ``dtype`` (0 for None).
 
-
-def _np(
-    t: torch.Tensor | None, n: int, fill: float, dtype: np.dtype | type = np.float64
-) -> np.ndarray:
-    """A per-channel parameter as read-only-use NumPy of ``dtype`` (``fill`` when None).
-
-    May share memory with ``t`` (no copy when the dtype already matches): callers never write it.
+    A vector of another dtype, device or stride is converted first; the copy is appended to
+    ``keep``, which the caller holds until the compiled call has returned.
     """
     if t is None:
-        return np.full(n, fill, dtype=dtype)
-    t = t.detach()
-    if t.dtype in (torch.float32, torch.float64) and t.device.type == "cpu":
-        return t.numpy().astype(dtype, copy=False)  # NumPy is cheaper than a torch op at size C
-    return t.to(torch.float64).numpy().astype(dtype, copy=False)
+        return 0
+    if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+        t = t.detach().to(device="cpu", dtype=dtype).contiguous()
+        keep.append(t)
+    return t.data_ptr()
 
 
-def _to_acc(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A float64 per-channel NumPy result as a torch tensor of ``acc_dtype(dtype)``."""
-    return torch.from_numpy(a if dtype == torch.float64 else a.astype(np.float32))
+def _in_place_address(t: torch.Tensor | None, dtype: torch.dtype) -> int | None:
+    """Address of a buffer the kernel may update in place: 0 for None, None if it cannot."""
+    if t is None:
+        return 0
+    if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+        return None
+    return t.data_ptr()
 
 
-def _stats(is_rows: bool, xa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if is_rows:
-        return nk.stats_rows(  # type: ignore[no-any-return]
-            xa, _rows_per_block(xa.shape[1]), ROW_TASKS
-        )
-    return nk.stats_ncs(xa, BLOCK)  # type: ignore[no-any-return]
+def _running_addresses(
+    running: RunningStats | None, dtype: torch.dtype
+) -> tuple[int, int, int, float] | None:
+    """(running_mean, running_var, counter) addresses and momentum (-1 for None) for the kernel;
+    None if some buffer cannot be updated in place (then the caller updates it)."""
+    if running is None:
+        return 0, 0, 0, 0.0
+    rm = _in_place_address(running.running_mean, dtype)
+    rv = _in_place_address(running.running_var, dtype)
+    nbt = _in_place_address(running.num_batches_tracked, torch.int64)
+    if rm is None or rv is None or nbt is None:
+        return None
+    momentum = -1.0 if running.momentum is None else running.momentum
+    return rm, rv, nbt, momentum
 
 
-def _normalize64(
-    xd: torch.Tensor,
-    fmt: torch.memory_format,
-    mean64: np.ndarray,
-    invstd64: np.ndarray,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    act: int,
-) -> torch.Tensor:
-    c = xd.shape[1]
-    dt = np.dtype(np.float32) if xd.dtype == torch.float32 else np.dtype(np.float64)
-    scale = invstd64 * _np(weight, c, 1.0)
-    m = mean64.astype(dt)
-    s = scale.astype(dt)
-    b = _np(bias, c, 0.0, dt)
-    y = _empty_like(xd)
-    is_rows, xa = _view(xd, fmt)
-    _, ya = _view(y, fmt)
-    one = dt.type(1)
-    if is_rows:
-        nk.normalize_rows(xa, m, s, b, act, one, ya, _rows_per_block(c))
-    else:
-        nk.normalize_ncs(xa, m, s, b, act, one, ya, BLOCK)
-    return y
+def _stat_vectors(x: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.empty(x.shape[1], dtype=x.dtype) for _ in range(count))
 
 
 def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and biased variance (float64 sums, Chan merge), in acc_dtype."""
     if x.numel() == 0:
         return portable.batch_stats(x)
-    _sync_threads(x.numel())
     xd, fmt = _dense(x)
-    mean64, var64 = _stats(*_view(xd, fmt))
-    return _to_acc(mean64, x.dtype), _to_acc(var64, x.dtype)
+    n, c, s, rows = _geometry(xd, fmt)
+    mean, var = _stat_vectors(x, 2)
+    _sync_threads(x.numel())
+    entries.train_forward(
+        xd.data_ptr(), 0, n, c, s, rows, 0, 0, 1.0, 0, mean.data_ptr(), var.data_ptr(), 0,
+        0, 0, 0, 0.0, _ONE[x.dtype],
+    )  # fmt: skip
+    return mean, var
+
+
+def _affine(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    spread: torch.Tensor,
+    spread_is_var: bool,
+    eps: float,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    xd, fmt = _dense(x)
+    n, c, s, rows = _geometry(xd, fmt)
+    y = _empty_like(xd)
+    dtype = x.dtype
+    keep: list[torch.Tensor] = []
+    _sync_threads(x.numel())
+    entries.affine_forward(
+        xd.data_ptr(), y.data_ptr(), n, c, s, rows,
+        _address(weight, dtype, keep), _address(bias, dtype, keep),
+        _address(mean, dtype, keep), _address(spread, dtype, keep), spread_is_var, eps,
+        ACTIVATIONS[activation], _ONE[dtype],
+    )  # fmt: skip
+    return y
 
 
 def normalize(
@@ -194,11 +211,22 @@ def normalize(
     """``act((x - mean) * invstd * weight + bias)`` in one pass; y keeps x's memory format."""
     if x.numel() == 0:
         return portable.normalize(x, mean, invstd, weight, bias, activation)
-    _sync_threads(x.numel())
-    xd, fmt = _dense(x)
-    m64 = _np(mean, 0, 0.0)
-    i64 = _np(invstd, 0, 1.0)
-    return _normalize64(xd, fmt, m64, i64, weight, bias, ACTIVATIONS[activation])
+    return _affine(x, mean, invstd, False, 0.0, weight, bias, activation)
+
+
+def eval_forward(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    activation: str = "identity",
+) -> torch.Tensor:
+    """Normalize with given statistics: invstd = 1 / sqrt(var + eps), computed in the kernel."""
+    if x.numel() == 0:
+        return portable.eval_forward(x, mean, var, weight, bias, eps, activation)
+    return _affine(x, mean, var, True, eps, weight, bias, activation)
 
 
 def forward_train(
@@ -207,16 +235,33 @@ def forward_train(
     bias: torch.Tensor | None,
     eps: float,
     activation: str = "identity",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch statistics then normalize: x read twice, y written once. Returns (y, mean, var)."""
+    running: RunningStats | None = None,
+) -> TrainOutput:
+    """Batch statistics then normalize (x read twice, y written once), in one compiled call.
+
+    Folds the batch into ``running`` in the same call when its buffers are CPU tensors of x's
+    dtype (``folded`` True, or False for non-finite statistics); otherwise leaves it to the
+    caller (``folded`` None).
+    """
     if x.numel() == 0:
         return portable.forward_train(x, weight, bias, eps, activation)
-    _sync_threads(x.numel())
+    dtype = x.dtype
     xd, fmt = _dense(x)
-    mean64, var64 = _stats(*_view(xd, fmt))
-    invstd64 = 1.0 / np.sqrt(var64 + eps)
-    y = _normalize64(xd, fmt, mean64, invstd64, weight, bias, ACTIVATIONS[activation])
-    return y, _to_acc(mean64, x.dtype), _to_acc(var64, x.dtype)
+    n, c, s, rows = _geometry(xd, fmt)
+    y = _empty_like(xd)
+    mean, var, invstd = _stat_vectors(x, 3)
+    fold = _running_addresses(running, dtype)
+    rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
+    keep: list[torch.Tensor] = []
+    _sync_threads(x.numel())
+    finite = entries.train_forward(
+        xd.data_ptr(), y.data_ptr(), n, c, s, rows,
+        _address(weight, dtype, keep), _address(bias, dtype, keep), eps, ACTIVATIONS[activation],
+        mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum,
+        _ONE[dtype],
+    )  # fmt: skip
+    folded = None if running is None or fold is None else bool(finite)
+    return TrainOutput(y, mean, var, invstd, folded)
 
 
 def backward(
@@ -241,38 +286,21 @@ def backward(
         return portable.backward(
             dy, x, mean, invstd, weight, batch_stats, need_input_grad, bias, activation
         )
-    _sync_threads(x.numel())
-    act = ACTIVATIONS[activation]
+    dtype = x.dtype
     xd, fmt = _dense(x)
-    dyd = dy.to(x.dtype).contiguous(memory_format=fmt)
-    is_rows, xa = _view(xd, fmt)
-    _, dya = _view(dyd, fmt)
-    c = xd.shape[1]
-    dt = xa.dtype
-    i64 = _np(invstd, 0, 1.0)
-    m = _np(mean, 0, 0.0, dt)
-    s = (i64 * _np(weight, c, 1.0)).astype(dt)
-    b = _np(bias, c, 0.0, dt)
-    if is_rows:
-        rb = _rows_per_block(c)
-        sum_dz, sum_dzxc = nk.bwd_sums_rows(dya, xa, m, s, b, act, rb, ROW_TASKS)
-    else:
-        sum_dz, sum_dzxc = nk.bwd_sums_ncs(dya, xa, m, s, b, act, BLOCK)
-    sum_dz_xhat = sum_dzxc * i64
-    dx = None
-    if need_input_grad:
-        if batch_stats:
-            count = xd.numel() // c
-            k1 = (sum_dz / count).astype(dt)
-            k2 = (i64 * sum_dz_xhat / count).astype(dt)
-        else:
-            k1 = np.zeros(c, dtype=dt)
-            k2 = k1
-        dx = _empty_like(xd)
-        _, dxa = _view(dx, fmt)
-        one = dt.type(1)
-        if is_rows:
-            nk.bwd_dx_rows(dya, xa, m, s, b, act, one, k1, k2, dxa, rb)
-        else:
-            nk.bwd_dx_ncs(dya, xa, m, s, b, act, one, k1, k2, dxa, BLOCK)
-    return dx, _to_acc(sum_dz_xhat, x.dtype), _to_acc(sum_dz, x.dtype)
+    n, c, s, rows = _geometry(xd, fmt)
+    dyd = dy if dy.dtype == dtype else dy.to(dtype)
+    if not dyd.is_contiguous(memory_format=fmt):
+        dyd = dyd.contiguous(memory_format=fmt)
+    dx = _empty_like(xd) if need_input_grad else None
+    sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
+    keep: list[torch.Tensor] = []
+    _sync_threads(x.numel())
+    entries.backward(
+        dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s, rows,
+        _address(weight, dtype, keep), _address(bias, dtype, keep),
+        _address(mean, dtype, keep), _address(invstd, dtype, keep), batch_stats,
+        ACTIVATIONS[activation], sum_dz_xhat.data_ptr(), sum_dz.data_ptr(),
+        _ONE[dtype],
+    )  # fmt: skip
+    return dx, sum_dz_xhat, sum_dz

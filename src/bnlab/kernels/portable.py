@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from bnlab.kernels.common import acc_dtype, channel_view, like, reduce_dims
+from bnlab.kernels.common import (
+    RunningStats,
+    TrainOutput,
+    acc_dtype,
+    channel_view,
+    like,
+    reduce_dims,
+)
 
 
 def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,11 +74,28 @@ def forward_train(
     bias: torch.Tensor | None,
     eps: float,
     activation: str = "identity",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch statistics, then normalize with them. Returns (y, mean, biased var)."""
+    running: RunningStats | None = None,
+) -> TrainOutput:
+    """Batch statistics, then normalize with them; ``running`` is left to the caller."""
     mean, var = batch_stats(x)
     invstd = torch.rsqrt(var + eps)
-    return normalize(x, mean, invstd, weight, bias, activation), mean, var
+    y = normalize(x, mean, invstd, weight, bias, activation)
+    return TrainOutput(y, mean, var, invstd)
+
+
+def eval_forward(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    activation: str = "identity",
+) -> torch.Tensor:
+    """Normalize with given statistics (the running ones in eval): invstd = 1 / sqrt(var + eps)."""
+    acc = acc_dtype(x.dtype)
+    invstd = torch.rsqrt(var.to(acc) + eps)
+    return normalize(x, mean.to(acc), invstd, weight, bias, activation)
 
 
 def backward(
