@@ -1,7 +1,8 @@
 """Compiled CPU kernel family (Numba): fused, parallel over batch and channels, float32/float64.
 
 Same interface as ``bnlab.kernels.portable`` (see ``bnlab.kernels``); the loops live in
-``bnlab.kernels.cpu_numba``. Traffic per call, for an input of B bytes:
+``bnlab.kernels.cpu_numba``, called through the one-call entries of
+``bnlab.kernels.cpu_entries``. Traffic per call:
 
 - ``forward_train``: reads x twice (statistics, then normalize) and writes y once;
 - ``normalize`` (eval): reads x once, writes y once;
@@ -14,7 +15,8 @@ Layouts: contiguous (N, C, *spatial) is seen as (N, C, S); (N, C) and channels_l
 C channels. Any other strides (transposed, expanded, sliced) are first copied to a contiguous
 tensor, so a strided input is never read wrongly; the output is then contiguous, as in the
 portable family. Numba's thread count follows ``torch.get_num_threads()`` (checked on every
-call), so torch and bnlab never run more threads than torch is told to use.
+call), so torch and bnlab never run more threads than torch is told to use. Large outputs come
+from ``bnlab.kernels.output_cache`` (reused buffers: no page faults).
 
 This module imports Numba, but compiles nothing at import: each kernel is compiled on its first
 call for a dtype/layout and cached on disk (``cache=True``), so later processes only load it.
@@ -22,8 +24,6 @@ call for a dtype/layout and cached on disk (``cache=True``), so later processes 
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import threading
 
 import numba
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bnlab.kernels import cpu_entries as entries
-from bnlab.kernels import portable
+from bnlab.kernels import output_cache, portable
 from bnlab.kernels.common import RunningStats, TrainOutput, memory_format_of
 
 __all__ = [
@@ -47,39 +47,7 @@ ACTIVATIONS = {"identity": 0, "relu": 1, "silu": 2}
 
 #: below this many elements a kernel runs on the calling thread only: waking and joining a
 #: second thread costs more than it saves there (and is at the mercy of a busy machine).
-SERIAL_NUMEL = 1 << 18
-
-#: outputs at least this large get transparent huge pages (Linux madvise), see ``_empty_like``.
-HUGE_BYTES = 4 << 20
-_MADV_HUGEPAGE = 14
-_HUGE = 2 << 20
-_madvise = None
-if sys.platform.startswith("linux"):
-    try:
-        _madvise = ctypes.CDLL(None, use_errno=True).madvise
-        _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        _madvise.restype = ctypes.c_int
-    except (OSError, AttributeError):  # pragma: no cover - libc without madvise
-        _madvise = None
-
-
-def _empty_like(t: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like(t)``, with large buffers backed by transparent huge pages.
-
-    A fresh large output is mmap-ed memory; touching it page by page costs one page fault per
-    4 KiB, which on a (256, 64, 28, 28) float32 output takes longer than the normalization
-    itself. Asking for huge pages before the first write (what torch's own
-    ``THP_MEM_ALLOC_ENABLE=1`` does) makes that 512 times fewer faults. Best effort only.
-    """
-    out = torch.empty_like(t)
-    nbytes = out.numel() * out.element_size()
-    if _madvise is not None and nbytes >= HUGE_BYTES:
-        start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
-        end = (out.data_ptr() + nbytes) & ~(_HUGE - 1)
-        if end > start:
-            _madvise(start, end - start, _MADV_HUGEPAGE)
-    return out
-
+SERIAL_NUMEL = 1 << 14
 
 _MAX_THREADS: int = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
 _ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
@@ -187,7 +155,7 @@ def _affine(
 ) -> torch.Tensor:
     xd, fmt = _dense(x)
     n, c, s, rows = _geometry(xd, fmt)
-    y = _empty_like(xd)
+    y = output_cache.empty_like(xd, fmt)
     dtype = x.dtype
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
@@ -248,7 +216,7 @@ def forward_train(
     dtype = x.dtype
     xd, fmt = _dense(x)
     n, c, s, rows = _geometry(xd, fmt)
-    y = _empty_like(xd)
+    y = output_cache.empty_like(xd, fmt)
     mean, var, invstd = _stat_vectors(x, 3)
     fold = _running_addresses(running, dtype)
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
@@ -292,7 +260,7 @@ def backward(
     dyd = dy if dy.dtype == dtype else dy.to(dtype)
     if not dyd.is_contiguous(memory_format=fmt):
         dyd = dyd.contiguous(memory_format=fmt)
-    dx = _empty_like(xd) if need_input_grad else None
+    dx = output_cache.empty_like(xd, fmt) if need_input_grad else None
     sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())

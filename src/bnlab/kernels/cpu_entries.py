@@ -26,9 +26,13 @@ from numba.extending import intrinsic
 
 from bnlab.kernels import cpu_numba as loops
 
-#: values of one channel per task (ncs layout) or per row block (rows layout): about 64 KiB of
-#: float32, small enough that the second statistics pass over a task reads from cache.
+#: rows layout: values per row block, about 64 KiB of float32, small enough that the second
+#: statistics pass over a block reads from cache.
 BLOCK = 16384
+
+#: ncs layout: values of one channel per task, and the longest run summed in x's dtype
+#: (``cpu_numba.CHUNK``): 16 KiB of float32, a second pass over it reads from L1/L2.
+NCS_BLOCK = 4096
 
 #: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
 #: (not the thread count) so that results do not depend on the number of threads.
@@ -77,7 +81,8 @@ def _cast(values, proto):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _rows_per_block(c):  # type: ignore[no-untyped-def]
-    return max(1, BLOCK // c)
+    """Rows per block: about BLOCK values, and at most CHUNK rows (summed in x's dtype)."""
+    return max(1, min(loops.CHUNK, BLOCK // c))
 
 
 @njit(cache=True)
@@ -86,7 +91,7 @@ def _stats(x, n, c, s, rows, proto):  # type: ignore[no-untyped-def]
         return loops.stats_rows(
             carray(_pointer(x, proto), (n * s, c)), _rows_per_block(c), ROW_TASKS
         )
-    return loops.stats_ncs(carray(_pointer(x, proto), (n, c, s)), BLOCK)
+    return loops.stats_ncs(carray(_pointer(x, proto), (n, c, s)), NCS_BLOCK)
 
 
 @njit(cache=True)
@@ -115,7 +120,7 @@ def _normalize(x, y, n, c, s, rows, mean, scale, shift, act, proto):  # type: ig
             act,
             proto,
             carray(_pointer(y, proto), (n, c, s)),
-            BLOCK,
+            NCS_BLOCK,
         )
 
 
@@ -218,7 +223,7 @@ def backward(  # type: ignore[no-untyped-def]
     else:
         x3 = carray(_pointer(x, proto), (n, c, s))
         dy3 = carray(_pointer(dy, proto), (n, c, s))
-        sum_dz, sum_dzxc = loops.bwd_sums_ncs(dy3, x3, m, sc, sh, act, BLOCK)
+        sum_dz, sum_dzxc = loops.bwd_sums_ncs(dy3, x3, m, sc, sh, act, NCS_BLOCK)
     sum_dz_xhat = sum_dzxc * i64
     _write(dweight_out, sum_dz_xhat, proto)
     _write(dbias_out, sum_dz, proto)
@@ -245,5 +250,5 @@ def backward(  # type: ignore[no-untyped-def]
             carray(_pointer(x, proto), (n, c, s)),
             m, sc, sh, act, proto, k1, k2,
             carray(_pointer(dx, proto), (n, c, s)),
-            BLOCK,
+            NCS_BLOCK,
         )  # fmt: skip

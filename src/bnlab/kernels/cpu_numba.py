@@ -8,12 +8,14 @@ Two layouts, both C-contiguous NumPy views that share memory with the torch tens
 ``rows`` (R, C):    (N, C) input and channels_last input seen as rows of C channels; work is
          split in blocks of rows, each with its own per-channel accumulators.
 
-Accuracy: statistics are accumulated in float64. Each task computes its mean, then the sum of
-squared deviations from that mean (two passes over values still in cache), and the per-task
-(count, mean, M2) triples are merged with Chan et al.'s pairwise formula, so a channel like
-1e4 + N(0, 1) in float32 keeps its variance (never E[x^2] - E[x]^2).
+Accuracy: sums run in x's dtype over one row of a task (ncs: at most ``block`` values, so each
+of the 32 vector lanes LLVM uses adds at most 128; rows layout: at most ``CHUNK`` rows) and in
+float64 beyond. Each task computes its mean, then the sum
+of squared deviations from that mean (two passes over values still in cache), and the per-task
+(count, mean, M2) triples are merged in float64 with Chan et al.'s pairwise formula, so a
+channel like 1e4 + N(0, 1) in float32 keeps its variance (never E[x^2] - E[x]^2).
 
-fastmath allows reassociation and contraction only (so float64 sums vectorize); NaN and Inf
+fastmath allows reassociation and contraction only (so the sums vectorize); NaN and Inf
 keep their IEEE meaning ("nnan"/"ninf" are not set), which the running-statistics guard needs.
 
 Activation codes (``act``): 0 identity, 1 ReLU, 2 SiLU, applied to z = (x - m) * s + b.
@@ -25,6 +27,11 @@ import numpy as np
 from numba import njit, prange
 
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+#: at most this many values are summed in x's dtype (in several vector lanes) before joining a
+#: float64 total: few enough that float32 rounding stays at a few ulps per lane. ncs rows are
+#: at most ``block`` values, rows-layout blocks at most CHUNK rows.
+CHUNK = 256
 
 
 @njit(cache=True)
@@ -82,19 +89,25 @@ def stats_ncs(x, block):  # type: ignore[no-untyped-def]
         acc = 0.0
         for n in range(n0, n1):
             xr = x[n, c, s0:s1]
-            for s in range(s1 - s0):
-                acc += xr[s]
+            part = x.dtype.type(0)
+            for j in range(s1 - s0):
+                part += xr[j]
+            acc += part
         k = (n1 - n0) * (s1 - s0)
         m = acc / k
+        mx = x.dtype.type(m)
         q = 0.0
         for n in range(n0, n1):
             xr = x[n, c, s0:s1]
-            for s in range(s1 - s0):
-                d = xr[s] - m
-                q += d * d
+            part = x.dtype.type(0)
+            for j in range(s1 - s0):
+                d = xr[j] - mx
+                part += d * d
+            q += part
+        dm = m - mx  # deviations were taken from mx, the mean rounded to x's dtype
         cnt[t] = k
         mu[t] = m
-        m2[t] = q
+        m2[t] = max(0.0, q - k * dm * dm)
     mean = np.empty(C)
     var = np.empty(C)
     for c in prange(C):
@@ -151,24 +164,32 @@ def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
         bc = b[c]
         a1 = 0.0
         a2 = 0.0
+        zero = x.dtype.type(0)
         if act == 0:
             for n in range(n0, n1):
                 xr = x[n, c, s0:s1]
                 dyr = dy[n, c, s0:s1]
+                q1 = zero
+                q2 = zero
                 for i in range(s1 - s0):
-                    g = np.float64(dyr[i])
-                    a1 += g
-                    a2 += g * np.float64(xr[i] - mc)
+                    g = dyr[i]
+                    q1 += g
+                    q2 += g * (xr[i] - mc)
+                a1 += q1
+                a2 += q2
         elif act == 1:
             for n in range(n0, n1):
                 xr = x[n, c, s0:s1]
                 dyr = dy[n, c, s0:s1]
+                q1 = zero
+                q2 = zero
                 for i in range(s1 - s0):
                     xc = xr[i] - mc
-                    z = xc * sc + bc
-                    g = np.float64(dyr[i]) if z > 0 else np.float64(0.0)
-                    a1 += g
-                    a2 += g * np.float64(xc)
+                    g = dyr[i] if xc * sc + bc > 0 else zero
+                    q1 += g
+                    q2 += g * xc
+                a1 += q1
+                a2 += q2
         else:
             for n in range(n0, n1):
                 xr = x[n, c, s0:s1]
@@ -254,10 +275,11 @@ def _row_tasks(R: int, rb: int, ntasks: int) -> tuple[int, int, int]:
 def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
     """Each task owns whole blocks of ``rb`` rows and private float64 (C,) accumulators.
 
-    The inner loops run over contiguous channels (``acc[c] += x[r, c]``), which LLVM
-    vectorizes. Per block: mean, then squared deviations (block still in cache); blocks and
-    then tasks are merged with Chan's formula, whose factors are scalars here (every channel
-    of a block has the same count), so the merges are vector loops too.
+    The inner loops run over contiguous channels (``s[c] += x[r, c]``), which LLVM
+    vectorizes. Per block (at most ``CHUNK`` rows, summed in x's dtype): mean, then squared
+    deviations (block still in cache); blocks and then tasks are merged in float64 with
+    Chan's formula, whose factors are scalars here (every channel of a block has the same
+    count), so the merges are vector loops too.
     """
     R, C = x.shape
     nsub, per, T = _row_tasks(R, rb, ntasks)
@@ -267,13 +289,14 @@ def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
     for t in prange(T):
         ma = tm[t]
         qa = tq[t]
-        s = np.empty(C)
-        q = np.empty(C)
+        s = np.empty(C, x.dtype)
+        q = np.empty(C, x.dtype)
+        mx = np.empty(C, x.dtype)
         na = 0.0
         for sub in range(t * per, min(nsub, (t + 1) * per)):
             r0 = sub * rb
             r1 = min(R, r0 + rb)
-            s[:] = 0.0
+            s[:] = 0
             for r in range(r0, r1):
                 xr = x[r]
                 for c in range(C):
@@ -281,20 +304,22 @@ def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
             k = r1 - r0
             inv = 1.0 / k
             for c in range(C):
-                s[c] *= inv
-            q[:] = 0.0
+                mx[c] = s[c] * inv
+            q[:] = 0
             for r in range(r0, r1):
                 xr = x[r]
                 for c in range(C):
-                    d = xr[c] - s[c]
+                    d = xr[c] - mx[c]
                     q[c] += d * d
             n = na + k
             f1 = k / n
             f2 = na * k / n
             for c in range(C):
-                d = s[c] - ma[c]
+                mb = np.float64(s[c]) * inv
+                dm = mb - mx[c]  # deviations were taken from mx, the mean in x's dtype
+                d = mb - ma[c]
                 ma[c] += d * f1
-                qa[c] += q[c] + d * d * f2
+                qa[c] += max(0.0, q[c] - k * dm * dm) + d * d * f2
             na = n
         tn[t] = na
     mean = tm[0].copy()
@@ -347,45 +372,56 @@ def normalize_rows(x, m, s, b, act, one, y, rb):  # type: ignore[no-untyped-def]
 def bwd_sums_rows(dy, x, m, s, b, act, rb, ntasks):  # type: ignore[no-untyped-def]
     """Tasks of whole row blocks with private (C,) float64 sums (see ``stats_rows``)."""
     R, C = x.shape
-    _nsub, per, T = _row_tasks(R, rb, ntasks)
+    nsub, per, T = _row_tasks(R, rb, ntasks)
     p1 = np.zeros((T, C))
     p2 = np.zeros((T, C))
+    zero = x.dtype.type(0)
     for t in prange(T):
-        r0 = t * per * rb
-        r1 = min(R, r0 + per * rb)
-        a1 = np.zeros(C)
-        a2 = np.zeros(C)
-        if act == 0:
-            for r in range(r0, r1):
-                xr = x[r]
-                dyr = dy[r]
+        a1 = p1[t]
+        a2 = p2[t]
+        q1 = np.empty(C, x.dtype)
+        q2 = np.empty(C, x.dtype)
+        for sub in range(t * per, min(nsub, (t + 1) * per)):
+            r0 = sub * rb
+            r1 = min(R, r0 + rb)
+            if act == 0:
+                q1[:] = 0
+                q2[:] = 0
+                for r in range(r0, r1):
+                    xr = x[r]
+                    dyr = dy[r]
+                    for c in range(C):
+                        g = dyr[c]
+                        q1[c] += g
+                        q2[c] += g * (xr[c] - m[c])
                 for c in range(C):
-                    g = np.float64(dyr[c])
-                    a1[c] += g
-                    a2[c] += g * np.float64(xr[c] - m[c])
-        elif act == 1:
-            for r in range(r0, r1):
-                xr = x[r]
-                dyr = dy[r]
+                    a1[c] += q1[c]
+                    a2[c] += q2[c]
+            elif act == 1:
+                q1[:] = 0
+                q2[:] = 0
+                for r in range(r0, r1):
+                    xr = x[r]
+                    dyr = dy[r]
+                    for c in range(C):
+                        xc = xr[c] - m[c]
+                        g = dyr[c] if xc * s[c] + b[c] > 0 else zero
+                        q1[c] += g
+                        q2[c] += g * xc
                 for c in range(C):
-                    xc = xr[c] - m[c]
-                    z = xc * s[c] + b[c]
-                    g = np.float64(dyr[c]) if z > 0 else np.float64(0.0)
-                    a1[c] += g
-                    a2[c] += g * np.float64(xc)
-        else:
-            for r in range(r0, r1):
-                xr = x[r]
-                dyr = dy[r]
-                for c in range(C):
-                    xc = xr[c] - m[c]
-                    z = np.float64(xc * s[c] + b[c])
-                    sg = 1.0 / (1.0 + np.exp(-z))
-                    g = np.float64(dyr[c]) * sg * (1.0 + z * (1.0 - sg))
-                    a1[c] += g
-                    a2[c] += g * np.float64(xc)
-        p1[t, :] = a1
-        p2[t, :] = a2
+                    a1[c] += q1[c]
+                    a2[c] += q2[c]
+            else:
+                for r in range(r0, r1):
+                    xr = x[r]
+                    dyr = dy[r]
+                    for c in range(C):
+                        xc = xr[c] - m[c]
+                        z = np.float64(xc * s[c] + b[c])
+                        sg = 1.0 / (1.0 + np.exp(-z))
+                        g = np.float64(dyr[c]) * sg * (1.0 + z * (1.0 - sg))
+                        a1[c] += g
+                        a2[c] += g * np.float64(xc)
     s1o = p1[0].copy()
     s2o = p2[0].copy()
     for t in range(1, T):
