@@ -81,8 +81,9 @@ def _cast(values, proto):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _rows_per_block(c):  # type: ignore[no-untyped-def]
-    """Rows per block: about BLOCK values, and at most CHUNK rows (summed in x's dtype)."""
-    return max(1, min(loops.CHUNK, BLOCK // c))
+    """Rows per block: about BLOCK values but at least 64 rows (each block ends with O(C)
+    merge work), and at most CHUNK rows (summed in x's dtype)."""
+    return min(loops.CHUNK, max(64, BLOCK // c))
 
 
 @njit(cache=True)

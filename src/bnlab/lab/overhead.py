@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from bnlab.lab.alternate import alternate
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
@@ -54,27 +55,22 @@ def measure(
     )
     model_b = copy.deepcopy(model_a)
     opt_a, opt_b = make_optimizer(model_a, params), make_optimizer(model_b, params)
-    trainer, bare = [], []
-    # One warm-up epoch each (first-call costs: allocator, kernels' JIT, lazy imports).
-    train_epoch(model_a, opt_a, dataset, params.batch_size, epoch_generator(0, 0))
-    bare_epoch(
-        model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, epoch_generator(0, 0)
-    )
-    for epoch in range(1, repeats + 1):
+
+    def trainer_epoch(epoch: int) -> float:
         g = epoch_generator(params.seed, epoch)
-        if epoch % 2:
-            trainer.append(train_epoch(model_a, opt_a, dataset, params.batch_size, g)[2])
-            g = epoch_generator(params.seed, epoch)
-            bare.append(
-                bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
-            )
-        else:
-            bare.append(
-                bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
-            )
-            g = epoch_generator(params.seed, epoch)
-            trainer.append(train_epoch(model_a, opt_a, dataset, params.batch_size, g)[2])
-    return statistics.median(trainer), statistics.median(bare), trainer, bare
+        return train_epoch(model_a, opt_a, dataset, params.batch_size, g)[2]
+
+    def bare(epoch: int) -> float:
+        g = epoch_generator(params.seed, epoch)
+        return bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
+
+    trainer_times, bare_times = alternate(trainer_epoch, bare, repeats)
+    return (
+        statistics.median(trainer_times),
+        statistics.median(bare_times),
+        trainer_times,
+        bare_times,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
