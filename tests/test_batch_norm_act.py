@@ -27,7 +27,13 @@ def backend(request):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("shape", "fmt"),
-    [((9, 5), None), ((4, 3, 6, 5), None), ((4, 3, 6, 5), torch.channels_last)],
+    [
+        ((9, 5), None),
+        ((4, 3, 6, 5), None),
+        ((4, 3, 6, 5), torch.channels_last),
+        ((4, 6, 6, 5), None),  # CPU family: one task per channel (cpu._by_channel)
+        ((600, 4, 24, 24), None),  # channels above cpu_entries.CHANNEL_BYTES: split in tasks
+    ],
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_matches_torch_bn_then_activation(

@@ -127,6 +127,8 @@ def test_affine_false(dtype, assert_close):
         ((1, 1, 300, 300), torch.channels_last, "N=1, C=1 channels_last"),
         ((20000, 3, 2), None, "huge N, tiny S: many samples per task"),
         ((100003, 3), None, "huge N in the rows layout, a last partial block"),
+        ((5, 6, 7, 8), None, "one task per channel (cpu._by_channel)"),
+        ((600, 4, 24, 24), None, "channels above CHANNEL_BYTES: several tasks per channel"),
     ],
 )
 def test_stress_shapes(shape, fmt, why, assert_close):

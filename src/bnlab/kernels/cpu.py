@@ -85,6 +85,19 @@ def _geometry(x: torch.Tensor, fmt: torch.memory_format) -> tuple[int, int, int,
     return n, c, s, fmt != torch.contiguous_format or s == 1
 
 
+def _by_channel(x: torch.Tensor, n: int, c: int, s: int, rows: bool, tensors: int) -> bool:
+    """One task per channel (``cpu_entries``): ncs, at least 4 channels to share out, rows short
+    enough to sum in x's dtype, and the channel's ``tensors`` inputs within CHANNEL_BYTES.
+
+    Depends on the shape only, never on the thread count, so results do not either."""
+    return (
+        not rows
+        and c >= 4
+        and s <= entries.NCS_BLOCK
+        and n * s * x.element_size() * tensors <= entries.CHANNEL_BYTES
+    )
+
+
 def _address(t: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
     """Address of a per-channel vector as C contiguous values of ``dtype`` (0 for None).
 
@@ -138,7 +151,7 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     _sync_threads(x.numel())
     entries.train_forward(
         xd.data_ptr(), 0, n, c, s, rows, 0, 0, 1.0, 0, mean.data_ptr(), var.data_ptr(), 0,
-        0, 0, 0, 0.0, _ONE[x.dtype],
+        0, 0, 0, 0.0, _ONE[x.dtype], False,
     )  # fmt: skip
     return mean, var
 
@@ -226,7 +239,7 @@ def forward_train(
         xd.data_ptr(), y.data_ptr(), n, c, s, rows,
         _address(weight, dtype, keep), _address(bias, dtype, keep), eps, ACTIVATIONS[activation],
         mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum,
-        _ONE[dtype],
+        _ONE[dtype], _by_channel(xd, n, c, s, rows, 1),
     )  # fmt: skip
     folded = None if running is None or fold is None else bool(finite)
     return TrainOutput(y, mean, var, invstd, folded)
@@ -269,6 +282,6 @@ def backward(
         _address(weight, dtype, keep), _address(bias, dtype, keep),
         _address(mean, dtype, keep), _address(invstd, dtype, keep), batch_stats,
         ACTIVATIONS[activation], sum_dz_xhat.data_ptr(), sum_dz.data_ptr(),
-        _ONE[dtype],
+        _ONE[dtype], _by_channel(xd, n, c, s, rows, 2),
     )  # fmt: skip
     return dx, sum_dz_xhat, sum_dz

@@ -74,10 +74,126 @@ def _chan_merge(cnt, mu, m2, lo, hi, stride):  # type: ignore[no-untyped-def]
 
 
 # ----------------------------------------------------------------------------------- ncs layout
+# One span is x[n0:n1, c, s0:s1]: rows of s1 - s0 contiguous values of channel c. The span
+# helpers hold the loops; the kernels below only cut the work into spans.
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _moments_span(x, c, n0, n1, s0, s1):  # type: ignore[no-untyped-def]
+    """(count, mean, M2) of a span: per-row sums in x's dtype, float64 across rows."""
+    acc = 0.0
+    for n in range(n0, n1):
+        xr = x[n, c, s0:s1]
+        part = x.dtype.type(0)
+        for j in range(s1 - s0):
+            part += xr[j]
+        acc += part
+    k = (n1 - n0) * (s1 - s0)
+    m = acc / k
+    mx = x.dtype.type(m)
+    q = 0.0
+    for n in range(n0, n1):
+        xr = x[n, c, s0:s1]
+        part = x.dtype.type(0)
+        for j in range(s1 - s0):
+            d = xr[j] - mx
+            part += d * d
+        q += part
+    dm = m - mx  # deviations were taken from mx, the mean rounded to x's dtype
+    return k, m, max(0.0, q - k * dm * dm)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _normalize_span(x, y, c, n0, n1, s0, s1, mc, sc, bc, act, one):  # type: ignore[no-untyped-def]
+    """y = act((x - mc) * sc + bc) on a span."""
+    zero = one - one
+    for n in range(n0, n1):
+        xr = x[n, c, s0:s1]
+        yr = y[n, c, s0:s1]
+        if act == 0:
+            for i in range(s1 - s0):
+                yr[i] = (xr[i] - mc) * sc + bc
+        elif act == 1:
+            for i in range(s1 - s0):
+                z = (xr[i] - mc) * sc + bc
+                yr[i] = z if not z < 0 else zero
+        else:
+            for i in range(s1 - s0):
+                z = (xr[i] - mc) * sc + bc
+                yr[i] = z / (one + np.exp(-z))
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ignore[no-untyped-def]
+    """(sum(dz), sum(dz * (x - mc))) over a span in float64, dz = dy * act'(z).
+
+    Identity and ReLU sum each row in x's dtype; SiLU works in float64 throughout.
+    """
+    zero = x.dtype.type(0)
+    a1 = 0.0
+    a2 = 0.0
+    for n in range(n0, n1):
+        xr = x[n, c, s0:s1]
+        dyr = dy[n, c, s0:s1]
+        if act == 0:
+            q1 = zero
+            q2 = zero
+            for i in range(s1 - s0):
+                g = dyr[i]
+                q1 += g
+                q2 += g * (xr[i] - mc)
+            a1 += q1
+            a2 += q2
+        elif act == 1:
+            q1 = zero
+            q2 = zero
+            for i in range(s1 - s0):
+                xc = xr[i] - mc
+                g = dyr[i] if xc * sc + bc > 0 else zero
+                q1 += g
+                q2 += g * xc
+            a1 += q1
+            a2 += q2
+        else:
+            for i in range(s1 - s0):
+                xc = xr[i] - mc
+                z = np.float64(xc * sc + bc)
+                sg = 1.0 / (1.0 + np.exp(-z))
+                g = np.float64(dyr[i]) * sg * (1.0 + z * (1.0 - sg))
+                a1 += g
+                a2 += g * np.float64(xc)
+    return a1, a2
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _grad_input_span(dy, x, dx, c, n0, n1, s0, s1, mc, sc, bc, act, one, c1, c2):  # type: ignore[no-untyped-def]
+    """dx = sc * (dz - c1 - (x - mc) * c2) on a span."""
+    zero = one - one
+    for n in range(n0, n1):
+        xr = x[n, c, s0:s1]
+        dyr = dy[n, c, s0:s1]
+        dxr = dx[n, c, s0:s1]
+        if act == 0:
+            for i in range(s1 - s0):
+                dxr[i] = sc * (dyr[i] - c1 - (xr[i] - mc) * c2)
+        elif act == 1:
+            for i in range(s1 - s0):
+                xc = xr[i] - mc
+                z = xc * sc + bc
+                g = dyr[i] if z > 0 else zero
+                dxr[i] = sc * (g - c1 - xc * c2)
+        else:
+            for i in range(s1 - s0):
+                xc = xr[i] - mc
+                z = xc * sc + bc
+                sg = one / (one + np.exp(-z))
+                g = dyr[i] * sg * (one + z * (one - sg))
+                dxr[i] = sc * (g - c1 - xc * c2)
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
 def stats_ncs(x, block):  # type: ignore[no-untyped-def]
+    """Per-channel (mean, biased var) in float64: tasks' (count, mean, M2), Chan-merged."""
     N, C, S = x.shape
     sb, nn, P = _plan(N, S, block)
     cnt = np.empty(C * P)
@@ -86,28 +202,7 @@ def stats_ncs(x, block):  # type: ignore[no-untyped-def]
     for t in prange(C * P):
         c = t // P
         n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
-        acc = 0.0
-        for n in range(n0, n1):
-            xr = x[n, c, s0:s1]
-            part = x.dtype.type(0)
-            for j in range(s1 - s0):
-                part += xr[j]
-            acc += part
-        k = (n1 - n0) * (s1 - s0)
-        m = acc / k
-        mx = x.dtype.type(m)
-        q = 0.0
-        for n in range(n0, n1):
-            xr = x[n, c, s0:s1]
-            part = x.dtype.type(0)
-            for j in range(s1 - s0):
-                d = xr[j] - mx
-                part += d * d
-            q += part
-        dm = m - mx  # deviations were taken from mx, the mean rounded to x's dtype
-        cnt[t] = k
-        mu[t] = m
-        m2[t] = max(0.0, q - k * dm * dm)
+        cnt[t], mu[t], m2[t] = _moments_span(x, c, n0, n1, s0, s1)
     mean = np.empty(C)
     var = np.empty(C)
     for c in prange(C):
@@ -120,33 +215,10 @@ def normalize_ncs(x, m, s, b, act, one, y, block):  # type: ignore[no-untyped-de
     """y = act((x - m) * s + b); m, s, b per channel in x's dtype."""
     N, C, S = x.shape
     sb, nn, P = _plan(N, S, block)
-    zero = one - one
     for t in prange(C * P):
         c = t // P
         n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
-        mc = m[c]
-        sc = s[c]
-        bc = b[c]
-        if act == 0:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                yr = y[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    yr[i] = (xr[i] - mc) * sc + bc
-        elif act == 1:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                yr = y[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    z = (xr[i] - mc) * sc + bc
-                    yr[i] = z if not z < 0 else zero
-        else:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                yr = y[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    z = (xr[i] - mc) * sc + bc
-                    yr[i] = z / (one + np.exp(-z))
+        _normalize_span(x, y, c, n0, n1, s0, s1, m[c], s[c], b[c], act, one)
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
@@ -159,50 +231,7 @@ def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
     for t in prange(C * P):
         c = t // P
         n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
-        mc = m[c]
-        sc = s[c]
-        bc = b[c]
-        a1 = 0.0
-        a2 = 0.0
-        zero = x.dtype.type(0)
-        if act == 0:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                q1 = zero
-                q2 = zero
-                for i in range(s1 - s0):
-                    g = dyr[i]
-                    q1 += g
-                    q2 += g * (xr[i] - mc)
-                a1 += q1
-                a2 += q2
-        elif act == 1:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                q1 = zero
-                q2 = zero
-                for i in range(s1 - s0):
-                    xc = xr[i] - mc
-                    g = dyr[i] if xc * sc + bc > 0 else zero
-                    q1 += g
-                    q2 += g * xc
-                a1 += q1
-                a2 += q2
-        else:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    xc = xr[i] - mc
-                    z = np.float64(xc * sc + bc)
-                    sg = 1.0 / (1.0 + np.exp(-z))
-                    g = np.float64(dyr[i]) * sg * (1.0 + z * (1.0 - sg))
-                    a1 += g
-                    a2 += g * np.float64(xc)
-        p1[t] = a1
-        p2[t] = a2
+        p1[t], p2[t] = _grad_sums_span(dy, x, c, n0, n1, s0, s1, m[c], s[c], b[c], act)
     s1o = np.zeros(C)
     s2o = np.zeros(C)
     for c in prange(C):
@@ -219,45 +248,59 @@ def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
 def bwd_dx_ncs(dy, x, m, s, b, act, one, k1, k2, dx, block):  # type: ignore[no-untyped-def]
     """dx = s * (dz - k1 - (x - m) * k2), per channel constants in x's dtype."""
-    zero = one - one
     N, C, S = x.shape
     sb, nn, P = _plan(N, S, block)
     for t in prange(C * P):
         c = t // P
         n0, n1, s0, s1 = _task(t % P, N, S, sb, nn, block)
-        mc = m[c]
-        sc = s[c]
-        bc = b[c]
-        c1 = k1[c]
-        c2 = k2[c]
-        if act == 0:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                dxr = dx[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    dxr[i] = sc * (dyr[i] - c1 - (xr[i] - mc) * c2)
-        elif act == 1:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                dxr = dx[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    xc = xr[i] - mc
-                    z = xc * sc + bc
-                    g = dyr[i] if z > 0 else zero
-                    dxr[i] = sc * (g - c1 - xc * c2)
-        else:
-            for n in range(n0, n1):
-                xr = x[n, c, s0:s1]
-                dyr = dy[n, c, s0:s1]
-                dxr = dx[n, c, s0:s1]
-                for i in range(s1 - s0):
-                    xc = xr[i] - mc
-                    z = xc * sc + bc
-                    sg = one / (one + np.exp(-z))
-                    g = dyr[i] * sg * (one + z * (one - sg))
-                    dxr[i] = sc * (g - c1 - xc * c2)
+        _grad_input_span(dy, x, dx, c, n0, n1, s0, s1, m[c], s[c], b[c], act, one, k1[c], k2[c])
+
+
+# ncs layout, one task per channel: when a channel's data fits in a core's L2 cache, the pass
+# that needs the channel's sums (normalize, dx) reads it from cache, not from memory: x (and dy)
+# cross the memory bus once. See ``cpu_entries.CHANNEL_BYTES``.
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def train_ncs_by_channel(x, weight, bias, eps, act, one, y):  # type: ignore[no-untyped-def]
+    """Statistics then y = act(xhat * weight + bias), channel by channel; (mean, var) float64."""
+    N, C, S = x.shape
+    mean = np.empty(C)
+    var = np.empty(C)
+    for c in prange(C):
+        k, m, q = _moments_span(x, c, 0, N, 0, S)
+        v = q / k
+        scale = weight[c] / np.sqrt(v + eps)
+        _normalize_span(
+            x, y, c, 0, N, 0, S, x.dtype.type(m), x.dtype.type(scale), x.dtype.type(bias[c]),
+            act, one,
+        )  # fmt: skip
+        mean[c] = m
+        var[c] = v
+    return mean, var
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+def bwd_ncs_by_channel(dy, x, m, s, b, act, one, invstd, batch_stats, dx):  # type: ignore[no-untyped-def]
+    """Both backward passes channel by channel; returns (sum(dz), sum(dz * (x - m))) float64.
+
+    m, s, b per channel in x's dtype (s = invstd * weight); ``invstd`` float64; dx written
+    unless it is empty.
+    """
+    N, C, S = x.shape
+    s1o = np.empty(C)
+    s2o = np.empty(C)
+    count = N * S
+    for c in prange(C):
+        a1, a2 = _grad_sums_span(dy, x, c, 0, N, 0, S, m[c], s[c], b[c], act)
+        s1o[c] = a1
+        s2o[c] = a2
+        if dx.size == 0:
+            continue
+        c1 = x.dtype.type(a1 / count) if batch_stats else one - one
+        c2 = x.dtype.type(invstd[c] * invstd[c] * a2 / count) if batch_stats else one - one
+        _grad_input_span(dy, x, dx, c, 0, N, 0, S, m[c], s[c], b[c], act, one, c1, c2)
+    return s1o, s2o
 
 
 # ---------------------------------------------------------------------------------- rows layout
