@@ -296,7 +296,7 @@ t0 = time.perf_counter()
 bnlab.functional.batch_norm(x, None, None, training=True).sum().backward()
 second_s = time.perf_counter() - t0
 from bnlab.kernels import cpu_entries
-hits = sum(sum(k.stats.cache_hits.values()) for k in (cpu_entries.train_forward, cpu_entries.backward))
+hits = sum(sum(k.stats.cache_hits.values()) for k in (cpu_entries.train_forward_ncs, cpu_entries.backward_ncs))
 print(json.dumps({"import_s": import_s, "imported_by_import": imported, "first_s": first_s,
                   "second_s": second_s, "cache_hits": hits}))
 """

@@ -85,14 +85,12 @@ def _geometry(x: torch.Tensor, fmt: torch.memory_format) -> tuple[int, int, int,
     return n, c, s, fmt != torch.contiguous_format or s == 1
 
 
-def _by_channel(x: torch.Tensor, n: int, c: int, s: int, rows: bool, tensors: int) -> bool:
-    """One task per channel (``cpu_entries``): ncs, at least 4 channels to share out, rows short
-    enough to sum in x's dtype, and the channel's ``tensors`` inputs within CHANNEL_BYTES.
-
-    Depends on the shape only, never on the thread count, so results do not either."""
+def _by_channel(x: torch.Tensor, n: int, c: int, s: int, tensors: int) -> bool:
+    """One task per channel (ncs layout, ``cpu_entries``): at least 4 channels to share out,
+    rows short enough to sum in x's dtype, and the channel's ``tensors`` inputs within
+    CHANNEL_BYTES. Depends on the shape only, never on the thread count, so results do not."""
     return (
-        not rows
-        and c >= 4
+        c >= 4
         and s <= entries.NCS_BLOCK
         and n * s * x.element_size() * tensors <= entries.CHANNEL_BYTES
     )
@@ -149,10 +147,14 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, c, s, rows = _geometry(xd, fmt)
     mean, var = _stat_vectors(x, 2)
     _sync_threads(x.numel())
-    entries.train_forward(
-        xd.data_ptr(), 0, n, c, s, rows, 0, 0, 1.0, 0, mean.data_ptr(), var.data_ptr(), 0,
-        0, 0, 0, 0.0, _ONE[x.dtype], False,
+    args = (
+        xd.data_ptr(), 0, n, c, s, 0, 0, 1.0, 0, mean.data_ptr(), var.data_ptr(), 0,
+        0, 0, 0, 0.0, _ONE[x.dtype],
     )  # fmt: skip
+    if rows:
+        entries.train_forward_rows(*args)
+    else:
+        entries.train_forward_ncs(*args, False)
     return mean, var
 
 
@@ -172,8 +174,9 @@ def _affine(
     dtype = x.dtype
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    entries.affine_forward(
-        xd.data_ptr(), y.data_ptr(), n, c, s, rows,
+    entry = entries.affine_forward_rows if rows else entries.affine_forward_ncs
+    entry(
+        xd.data_ptr(), y.data_ptr(), n, c, s,
         _address(weight, dtype, keep), _address(bias, dtype, keep),
         _address(mean, dtype, keep), _address(spread, dtype, keep), spread_is_var, eps,
         ACTIVATIONS[activation], _ONE[dtype],
@@ -235,12 +238,15 @@ def forward_train(
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    finite = entries.train_forward(
-        xd.data_ptr(), y.data_ptr(), n, c, s, rows,
+    args = (
+        xd.data_ptr(), y.data_ptr(), n, c, s,
         _address(weight, dtype, keep), _address(bias, dtype, keep), eps, ACTIVATIONS[activation],
-        mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum,
-        _ONE[dtype], _by_channel(xd, n, c, s, rows, 1),
+        mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum, _ONE[dtype],
     )  # fmt: skip
+    if rows:
+        finite = entries.train_forward_rows(*args)
+    else:
+        finite = entries.train_forward_ncs(*args, _by_channel(xd, n, c, s, 1))
     folded = None if running is None or fold is None else bool(finite)
     return TrainOutput(y, mean, var, invstd, folded)
 
@@ -277,11 +283,14 @@ def backward(
     sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    entries.backward(
-        dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s, rows,
+    args = (
+        dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s,
         _address(weight, dtype, keep), _address(bias, dtype, keep),
         _address(mean, dtype, keep), _address(invstd, dtype, keep), batch_stats,
-        ACTIVATIONS[activation], sum_dz_xhat.data_ptr(), sum_dz.data_ptr(),
-        _ONE[dtype], _by_channel(xd, n, c, s, rows, 2),
+        ACTIVATIONS[activation], sum_dz_xhat.data_ptr(), sum_dz.data_ptr(), _ONE[dtype],
     )  # fmt: skip
+    if rows:
+        entries.backward_rows(*args)
+    else:
+        entries.backward_ncs(*args, _by_channel(xd, n, c, s, 2))
     return dx, sum_dz_xhat, sum_dz

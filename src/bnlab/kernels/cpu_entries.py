@@ -93,45 +93,6 @@ def _rows_per_block(c):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _stats(x, n, c, s, rows, proto):  # type: ignore[no-untyped-def]
-    if rows:
-        return loops.stats_rows(
-            carray(_pointer(x, proto), (n * s, c)), _rows_per_block(c), ROW_TASKS
-        )
-    return loops.stats_ncs(carray(_pointer(x, proto), (n, c, s)), NCS_BLOCK)
-
-
-@njit(cache=True)
-def _normalize(x, y, n, c, s, rows, mean, scale, shift, act, proto):  # type: ignore[no-untyped-def]
-    """y = act((x - mean) * scale + shift), per-channel float64 constants cast to x's type."""
-    m = _cast(mean, proto)
-    sc = _cast(scale, proto)
-    sh = _cast(shift, proto)
-    if rows:
-        loops.normalize_rows(
-            carray(_pointer(x, proto), (n * s, c)),
-            m,
-            sc,
-            sh,
-            act,
-            proto,
-            carray(_pointer(y, proto), (n * s, c)),
-            _rows_per_block(c),
-        )
-    else:
-        loops.normalize_ncs(
-            carray(_pointer(x, proto), (n, c, s)),
-            m,
-            sc,
-            sh,
-            act,
-            proto,
-            carray(_pointer(y, proto), (n, c, s)),
-            NCS_BLOCK,
-        )
-
-
-@njit(cache=True)
 def _fold_running(mean, var, count, rm, rv, nbt, momentum, proto):  # type: ignore[no-untyped-def]
     """The running update of ``bnlab.functional.running_stats``, on raw buffers.
 
@@ -166,60 +127,130 @@ def _fold_running(mean, var, count, rm, rv, nbt, momentum, proto):  # type: igno
     return True
 
 
-@njit(cache=True, nogil=True)
-def train_forward(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, rows, weight, bias, eps, act, mean_out, var_out, invstd_out,
-    rm, rv, nbt, momentum, proto, by_channel,
-):  # fmt: skip
-    """Batch statistics, then (if y != 0) y = act(xhat * weight + bias); x read twice.
-
-    Writes the batch mean, biased variance and invstd (if their addresses are not 0) and folds
-    the batch into the running statistics (if given). Returns False if the statistics were
-    not finite (running statistics and counter then untouched). ``by_channel`` (ncs only):
-    one task per channel, whose second read of x then comes from cache.
-    """
-    if y != 0 and by_channel and not rows:
-        mean, var = loops.train_ncs_by_channel(
-            carray(_pointer(x, proto), (n, c, s)),
-            _read(weight, c, 1.0, proto),
-            _read(bias, c, 0.0, proto),
-            eps,
-            act,
-            proto,
-            carray(_pointer(y, proto), (n, c, s)),
-        )
-    else:
-        mean, var = _stats(x, n, c, s, rows, proto)
+@njit(cache=True)
+def _finish_stats(  # type: ignore[no-untyped-def]
+    mean, var, eps, count, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
+):
+    """invstd, the statistics written out, the running update: (invstd, finite)."""
     invstd = 1.0 / np.sqrt(var + eps)
     _write(mean_out, mean, proto)
     _write(var_out, var, proto)
     _write(invstd_out, invstd, proto)
-    finite = _fold_running(mean, var, n * s, rm, rv, nbt, momentum, proto)
-    if y != 0 and not (by_channel and not rows):
-        scale = invstd * _read(weight, c, 1.0, proto)
-        _normalize(x, y, n, c, s, rows, mean, scale, _read(bias, c, 0.0, proto), act, proto)
+    return invstd, _fold_running(mean, var, count, rm, rv, nbt, momentum, proto)
+
+
+@njit(cache=True)
+def _affine_constants(  # type: ignore[no-untyped-def]
+    c, weight, bias, mean, spread, spread_is_var, eps, proto
+):
+    """(mean, scale, shift) in x's dtype: scale = invstd * weight, invstd from ``spread``."""
+    spread64 = _read(spread, c, 1.0, proto)
+    invstd = 1.0 / np.sqrt(spread64 + eps) if spread_is_var else spread64
+    scale = invstd * _read(weight, c, 1.0, proto)
+    return (
+        _cast(_read(mean, c, 0.0, proto), proto),
+        _cast(scale, proto),
+        _cast(_read(bias, c, 0.0, proto), proto),
+    )
+
+
+@njit(cache=True)
+def _dx_constants(sum_dz, sum_dzxc, invstd, count, batch_stats, proto):  # type: ignore[no-untyped-def]
+    """(k1, k2) of dx = scale * (dz - k1 - (x - mean) * k2): batch terms, or 0 in eval."""
+    if batch_stats:
+        return _cast(sum_dz / count, proto), _cast(invstd * invstd * sum_dzxc / count, proto)
+    zeros = _cast(np.zeros(sum_dz.size), proto)
+    return zeros, zeros
+
+
+# --------------------------------------------------------------------------------- entries
+# One entry per op and layout, so that a first call compiles only its layout's loops.
+
+
+@njit(cache=True, nogil=True)
+def train_forward_ncs(  # type: ignore[no-untyped-def]
+    x, y, n, c, s, weight, bias, eps, act, mean_out, var_out, invstd_out,
+    rm, rv, nbt, momentum, proto, by_channel,
+):  # fmt: skip
+    """Batch statistics, then (if y != 0) y = act(xhat * weight + bias); (N, C, S) layout.
+
+    Writes the batch mean, biased variance and invstd (if their addresses are not 0) and folds
+    the batch into the running statistics (if given). Returns False if the statistics were
+    not finite (running statistics and counter then untouched). ``by_channel``: one task per
+    channel, whose second read of x then comes from cache.
+    """
+    x3 = carray(_pointer(x, proto), (n, c, s))
+    w64 = _read(weight, c, 1.0, proto)
+    b64 = _read(bias, c, 0.0, proto)
+    fused = y != 0 and by_channel
+    if fused:
+        y3 = carray(_pointer(y, proto), (n, c, s))
+        mean, var = loops.train_ncs_by_channel(x3, w64, b64, eps, act, proto, y3)
+    else:
+        mean, var = loops.stats_ncs(x3, NCS_BLOCK)
+    invstd, finite = _finish_stats(
+        mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
+    )
+    if y != 0 and not fused:
+        loops.normalize_ncs(
+            x3, _cast(mean, proto), _cast(invstd * w64, proto), _cast(b64, proto), act, proto,
+            carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK,
+        )  # fmt: skip
     return finite
 
 
 @njit(cache=True, nogil=True)
-def affine_forward(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, rows, weight, bias, mean, spread, spread_is_var, eps, act, proto
+def train_forward_rows(  # type: ignore[no-untyped-def]
+    x, y, n, c, s, weight, bias, eps, act, mean_out, var_out, invstd_out,
+    rm, rv, nbt, momentum, proto,
+):  # fmt: skip
+    """``train_forward_ncs`` for the rows layout: (N * S, C), rows of C channels."""
+    x2 = carray(_pointer(x, proto), (n * s, c))
+    rb = _rows_per_block(c)
+    mean, var = loops.stats_rows(x2, rb, ROW_TASKS)
+    invstd, finite = _finish_stats(
+        mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
+    )
+    if y != 0:
+        loops.normalize_rows(
+            x2, _cast(mean, proto), _cast(invstd * _read(weight, c, 1.0, proto), proto),
+            _cast(_read(bias, c, 0.0, proto), proto), act, proto,
+            carray(_pointer(y, proto), (n * s, c)), rb,
+        )  # fmt: skip
+    return finite
+
+
+@njit(cache=True, nogil=True)
+def affine_forward_ncs(  # type: ignore[no-untyped-def]
+    x, y, n, c, s, weight, bias, mean, spread, spread_is_var, eps, act, proto
 ):
-    """y = act((x - mean) * invstd * weight + bias) in one pass over x.
+    """y = act((x - mean) * invstd * weight + bias) in one pass over x; (N, C, S) layout.
 
     ``spread`` is the variance (invstd = 1 / sqrt(var + eps): eval with running statistics)
     when ``spread_is_var``, else invstd itself.
     """
-    spread64 = _read(spread, c, 1.0, proto)
-    invstd = 1.0 / np.sqrt(spread64 + eps) if spread_is_var else spread64
-    scale = invstd * _read(weight, c, 1.0, proto)
-    m = _read(mean, c, 0.0, proto)
-    _normalize(x, y, n, c, s, rows, m, scale, _read(bias, c, 0.0, proto), act, proto)
+    m, sc, sh = _affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto)
+    loops.normalize_ncs(
+        carray(_pointer(x, proto), (n, c, s)), m, sc, sh, act, proto,
+        carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK,
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def backward(  # type: ignore[no-untyped-def]
-    dy, x, dx, n, c, s, rows, weight, bias, mean, invstd, batch_stats, act,
+def affine_forward_rows(  # type: ignore[no-untyped-def]
+    x, y, n, c, s, weight, bias, mean, spread, spread_is_var, eps, act, proto
+):
+    """``affine_forward_ncs`` for the rows layout."""
+    m, sc, sh = _affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto)
+    loops.normalize_rows(
+        carray(_pointer(x, proto), (n * s, c)), m, sc, sh, act, proto,
+        carray(_pointer(y, proto), (n * s, c)), _rows_per_block(c),
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def backward_ncs(  # type: ignore[no-untyped-def]
+    dy, x, dx, n, c, s, weight, bias, mean, invstd, batch_stats, act,
     dweight_out, dbias_out, proto, by_channel,
 ):  # fmt: skip
     """Pass 1: sum(dz), sum(dz * (x - mean)) in float64; pass 2 (if dx != 0) writes dx.
@@ -227,58 +258,45 @@ def backward(  # type: ignore[no-untyped-def]
     dz = dy * act'(z), z recomputed from x. Writes sum(dz * xhat) to ``dweight_out`` and
     sum(dz) to ``dbias_out``. dx = scale * (dz - k1 - (x - mean) * k2) with k1 = sum(dz) / M,
     k2 = invstd^2 * sum(dz * (x - mean)) / M in training, k1 = k2 = 0 in eval.
-    ``by_channel`` (ncs only): one task per channel, both passes in a row (see train_forward).
+    ``by_channel``: one task per channel, both passes in a row (see train_forward_ncs).
     """
     i64 = _read(invstd, c, 1.0, proto)
-    m64 = _read(mean, c, 0.0, proto)
-    m = _cast(m64, proto)
-    sc = _cast(i64 * _read(weight, c, 1.0, proto), proto)
-    sh = _cast(_read(bias, c, 0.0, proto), proto)
-    if by_channel and not rows:
-        x3 = carray(_pointer(x, proto), (n, c, s))
+    m, sc, sh = _affine_constants(c, weight, bias, mean, invstd, False, 0.0, proto)
+    x3 = carray(_pointer(x, proto), (n, c, s))
+    dy3 = carray(_pointer(dy, proto), (n, c, s))
+    if by_channel:
         dx3 = carray(_pointer(dx, proto), (n, c, s)) if dx != 0 else np.empty((0, 0, 0), x3.dtype)
         sum_dz, sum_dzxc = loops.bwd_ncs_by_channel(
-            carray(_pointer(dy, proto), (n, c, s)), x3, m, sc, sh, act, proto, i64, batch_stats,
-            dx3,
-        )  # fmt: skip
-        _write(dweight_out, sum_dzxc * i64, proto)
-        _write(dbias_out, sum_dz, proto)
-        return
-    if rows:
-        x2 = carray(_pointer(x, proto), (n * s, c))
-        dy2 = carray(_pointer(dy, proto), (n * s, c))
-        sum_dz, sum_dzxc = loops.bwd_sums_rows(
-            dy2, x2, m, sc, sh, act, _rows_per_block(c), ROW_TASKS
+            dy3, x3, m, sc, sh, act, proto, i64, batch_stats, dx3
         )
     else:
-        x3 = carray(_pointer(x, proto), (n, c, s))
-        dy3 = carray(_pointer(dy, proto), (n, c, s))
         sum_dz, sum_dzxc = loops.bwd_sums_ncs(dy3, x3, m, sc, sh, act, NCS_BLOCK)
-    sum_dz_xhat = sum_dzxc * i64
-    _write(dweight_out, sum_dz_xhat, proto)
+        if dx != 0:
+            k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * s, batch_stats, proto)
+            loops.bwd_dx_ncs(
+                dy3, x3, m, sc, sh, act, proto, k1, k2, carray(_pointer(dx, proto), (n, c, s)),
+                NCS_BLOCK,
+            )  # fmt: skip
+    _write(dweight_out, sum_dzxc * i64, proto)
     _write(dbias_out, sum_dz, proto)
-    if dx == 0:
-        return
-    count = n * s
-    if batch_stats:
-        k1 = _cast(sum_dz / count, proto)
-        k2 = _cast(i64 * sum_dz_xhat / count, proto)
-    else:
-        k1 = _cast(np.zeros(c), proto)
-        k2 = k1
-    if rows:
+
+
+@njit(cache=True, nogil=True)
+def backward_rows(  # type: ignore[no-untyped-def]
+    dy, x, dx, n, c, s, weight, bias, mean, invstd, batch_stats, act,
+    dweight_out, dbias_out, proto,
+):  # fmt: skip
+    """``backward_ncs`` for the rows layout."""
+    i64 = _read(invstd, c, 1.0, proto)
+    m, sc, sh = _affine_constants(c, weight, bias, mean, invstd, False, 0.0, proto)
+    x2 = carray(_pointer(x, proto), (n * s, c))
+    dy2 = carray(_pointer(dy, proto), (n * s, c))
+    rb = _rows_per_block(c)
+    sum_dz, sum_dzxc = loops.bwd_sums_rows(dy2, x2, m, sc, sh, act, rb, ROW_TASKS)
+    if dx != 0:
+        k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * s, batch_stats, proto)
         loops.bwd_dx_rows(
-            carray(_pointer(dy, proto), (n * s, c)),
-            carray(_pointer(x, proto), (n * s, c)),
-            m, sc, sh, act, proto, k1, k2,
-            carray(_pointer(dx, proto), (n * s, c)),
-            _rows_per_block(c),
-        )  # fmt: skip
-    else:
-        loops.bwd_dx_ncs(
-            carray(_pointer(dy, proto), (n, c, s)),
-            carray(_pointer(x, proto), (n, c, s)),
-            m, sc, sh, act, proto, k1, k2,
-            carray(_pointer(dx, proto), (n, c, s)),
-            NCS_BLOCK,
-        )  # fmt: skip
+            dy2, x2, m, sc, sh, act, proto, k1, k2, carray(_pointer(dx, proto), (n * s, c)), rb
+        )
+    _write(dweight_out, sum_dzxc * i64, proto)
+    _write(dbias_out, sum_dz, proto)
