@@ -29,8 +29,8 @@ def check_input(x: object, *, min_dim: int = 2, max_dim: int = 5) -> torch.Tenso
 
 def check_channel_vector(t: torch.Tensor | None, name: str, num_channels: int) -> None:
     """Per-channel tensors (weight, bias, running statistics) must hold exactly C values."""
-    if t is None:
-        return
+    if t is None or (type(t) is torch.Tensor and t.shape == (num_channels,)):
+        return  # the common case, checked first: this runs several times per BN call
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if t.dim() != 1 or t.numel() != num_channels:

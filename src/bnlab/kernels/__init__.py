@@ -90,7 +90,7 @@ def select(x: torch.Tensor) -> ModuleType:
     """
     if (
         _backend != "portable"
-        and x.device.type == "cpu"
+        and x.is_cpu
         and x.dtype in _CPU_DTYPES
         and (_backend == "cpu" or x.numel() >= CPU_MIN_NUMEL)
     ):

@@ -104,7 +104,7 @@ def _address(t: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor
     """
     if t is None:
         return 0
-    if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+    if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous():
         t = t.detach().to(device="cpu", dtype=dtype).contiguous()
         keep.append(t)
     return t.data_ptr()
@@ -114,7 +114,7 @@ def _in_place_address(t: torch.Tensor | None, dtype: torch.dtype) -> int | None:
     """Address of a buffer the kernel may update in place: 0 for None, None if it cannot."""
     if t is None:
         return 0
-    if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+    if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous():
         return None
     return t.data_ptr()
 

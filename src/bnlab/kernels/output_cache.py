@@ -93,10 +93,12 @@ def _take(nbytes: int) -> np.ndarray:
 
 
 def empty_like(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-    """An uninitialized CPU tensor shaped like ``t``, dense in ``memory_format``."""
+    """An uninitialized CPU tensor shaped like ``t``, dense in ``memory_format``.
+
+    ``t`` must be dense in ``memory_format`` (contiguous or channels_last)."""
     nbytes = t.numel() * t.element_size()
-    if nbytes < MIN_BYTES or _limit == 0:
-        return torch.empty_like(t, memory_format=memory_format)
+    if nbytes < MIN_BYTES or _limit == 0:  # t is dense: its own format is memory_format
+        return torch.empty_like(t)
     buffer = _take(nbytes)
     view = buffer.view()
     ref = weakref.ref(view, _give_back)
