@@ -281,6 +281,30 @@ def test_threads_follow_torch():
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize(
+    ("shape", "fmt"),
+    [((8, 6, 40, 40), None), ((600, 3, 24, 24), None), ((300, 5, 8, 8), torch.channels_last)],
+)
+def test_results_do_not_depend_on_the_thread_count(shape, fmt):
+    """The work split depends on the shape only: 1 and 2 threads give identical bits."""
+    x = _make(shape, torch.float32, fmt).requires_grad_()
+    w = torch.randn(shape[1], requires_grad=True)
+    dy = torch.randn(shape).contiguous(memory_format=fmt or torch.contiguous_format)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            rm, rv = torch.zeros(shape[1]), torch.ones(shape[1])
+            y = batch_norm(x, rm, rv, w, None, training=True)
+            grads = torch.autograd.grad(y, (x, w), dy)
+            results.append((y, rm, rv, *grads))
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two), f"max difference {(one - two).abs().max().item()}"
+
+
 _FIRST_CALL = r"""
 import json, sys, time
 t0 = time.perf_counter()
