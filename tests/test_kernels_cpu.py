@@ -362,3 +362,22 @@ def test_public_layers_run_on_cpu_family(assert_close):
     bn.eval()
     ref.eval()
     assert_close(bn(x), ref(x), atol=2e-5, rtol=1e-5, what="eval output")
+
+
+_WARM_UP = r"""
+import json, torch, bnlab
+from bnlab.kernels import cpu_entries
+bnlab.kernels.warm_up((torch.float32,))
+names = [n for n in dir(cpu_entries) if n.endswith(("_ncs", "_rows"))]
+print(json.dumps({n: len(getattr(cpu_entries, n).signatures) for n in names}))
+"""
+
+
+def test_warm_up_compiles_every_entry():
+    """Each layout's and work split's entry is compiled by warm_up (multi-process launches)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WARM_UP], capture_output=True, text=True, timeout=600, check=True
+    )
+    compiled = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(compiled) == 6, compiled
+    assert all(count >= 1 for count in compiled.values()), f"not compiled: {compiled}"

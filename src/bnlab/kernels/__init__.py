@@ -104,19 +104,22 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
     Call it in a parent process before starting several processes that use bnlab on one
     machine: with an empty Numba cache they would otherwise all compile and write the same
     cache files at once, which Numba does not guard against (numba/numba#4807; seen here as a
-    worker's C++ abort in a fresh clone). Covers every layout the CPU family distinguishes.
+    worker's C++ abort in a fresh clone). Covers every layout and work split the CPU family
+    distinguishes (rows, ncs in tasks, ncs one task per channel).
     """
     for dtype in dtypes:
         for shape, fmt in (
             ((4, 3), torch.contiguous_format),
             ((4, 3, 5), torch.contiguous_format),
+            ((4, 4, 5), torch.contiguous_format),
             ((4, 3, 2, 2), torch.channels_last),
         ):
             x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
             kern = select(x)
-            weight, bias = torch.ones(3, dtype=dtype), torch.zeros(3, dtype=dtype)
+            c = shape[1]
+            weight, bias = torch.ones(c, dtype=dtype), torch.zeros(c, dtype=dtype)
             running = RunningStats(
-                torch.zeros(3, dtype=dtype), torch.ones(3, dtype=dtype), None, 0.1
+                torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype), None, 0.1
             )
             y, mean, var, invstd, _ = kern.forward_train(x, weight, bias, 1e-5, running=running)
             kern.batch_stats(x)
