@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -74,3 +77,16 @@ def test_kernel_outputs_from_the_cache_are_correct_on_reuse(assert_close):
     gc.collect()
     second = cpu.eval_forward(x * 2, mean * 2, var * 4, None, None, 1e-5)
     assert_close(second, expected, atol=1e-4, rtol=1e-4, what="output in a reused buffer")
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("12.5", True), ("abc", False)])
+def test_environment_variable_sets_the_limit_or_is_refused_clearly(value, ok):
+    code = "from bnlab.kernels import output_cache as c; print(c.set_output_cache(1))"
+    env = dict(os.environ, BNLAB_OUTPUT_CACHE_MB=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if ok:
+        assert out.returncode == 0, out.stderr
+        assert float(out.stdout) == float(value)
+    else:
+        assert out.returncode != 0
+        assert "BNLAB_OUTPUT_CACHE_MB must be a number of megabytes >= 0, got 'abc'" in out.stderr

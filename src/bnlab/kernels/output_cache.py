@@ -37,11 +37,34 @@ __all__ = ["MIN_BYTES", "cached_bytes", "empty_like", "set_output_cache"]
 MIN_BYTES = 1 << 20
 
 _MB = 1 << 20
-_limit = int(float(os.environ.get("BNLAB_OUTPUT_CACHE_MB", "1024")) * _MB)
+
+
+def _limit_from_environment() -> int:
+    text = os.environ.get("BNLAB_OUTPUT_CACHE_MB", "1024")
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes >= 0:
+        raise ValueError(f"BNLAB_OUTPUT_CACHE_MB must be a number of megabytes >= 0, got {text!r}")
+    return int(megabytes * _MB)
+
+
+_limit = _limit_from_environment()
 _idle: dict[int, list[np.ndarray]] = {}
 _idle_bytes = 0
 _in_use: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
 _lock = threading.RLock()
+
+
+def _new_lock_after_fork() -> None:
+    """A forked child gets a fresh lock (another thread may have held it at the fork)."""
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def set_output_cache(megabytes: float) -> float:
