@@ -381,3 +381,18 @@ def test_warm_up_compiles_every_entry():
     compiled = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(compiled) == 6, compiled
     assert all(count >= 1 for count in compiled.values()), f"not compiled: {compiled}"
+
+
+@pytest.mark.parametrize(
+    ("offset", "form"), [(0.5, "folded shift"), (100.0, "centered (|mean * scale| > 8)")]
+)
+@pytest.mark.parametrize("fmt", [None, torch.channels_last])
+def test_eval_forms_match_float64(offset, form, fmt, assert_close):
+    """Both forward forms (cpu_numba's folded shift, and centering first) against float64."""
+    x = _make((6, 5, 7, 7), torch.float32, fmt, scale=1.0, offset=offset)
+    rm = x.double().mean((0, 2, 3)).float()
+    rv = x.double().var((0, 2, 3)).float()
+    w, b = torch.rand(5) + 0.5, torch.randn(5)
+    y = batch_norm(x, rm, rv, w, b, training=False)
+    ref = F.batch_norm(x.double(), rm.double(), rv.double(), w.double(), b.double())
+    assert_close(y, ref, atol=2e-5, rtol=1e-5, what=f"eval output, {form}")

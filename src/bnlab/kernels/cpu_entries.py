@@ -143,15 +143,31 @@ def _finish_stats(  # type: ignore[no-untyped-def]
 def _affine_constants(  # type: ignore[no-untyped-def]
     c, weight, bias, mean, spread, spread_is_var, eps, proto
 ):
-    """(mean, scale, shift) in x's dtype: scale = invstd * weight, invstd from ``spread``."""
+    """(mean, scale, shift) in float64: scale = invstd * weight, invstd from ``spread``."""
     spread64 = _read(spread, c, 1.0, proto)
     invstd = 1.0 / np.sqrt(spread64 + eps) if spread_is_var else spread64
     scale = invstd * _read(weight, c, 1.0, proto)
-    return (
-        _cast(_read(mean, c, 0.0, proto), proto),
-        _cast(scale, proto),
-        _cast(_read(bias, c, 0.0, proto), proto),
-    )
+    return _read(mean, c, 0.0, proto), scale, _read(bias, c, 0.0, proto)
+
+
+@njit(cache=True)
+def _backward_constants(c, weight, bias, mean, invstd, proto):  # type: ignore[no-untyped-def]
+    """(mean, invstd * weight, bias) in x's dtype: the backward loops always center."""
+    m64, scale, shift = _affine_constants(c, weight, bias, mean, invstd, False, 0.0, proto)
+    return _cast(m64, proto), _cast(scale, proto), _cast(shift, proto)
+
+
+@njit(cache=True)
+def _forward_constants(mean, scale, shift, proto):  # type: ignore[no-untyped-def]
+    """(m, s, b, centered) in x's dtype for the normalize loops, from float64 constants:
+    b = shift - mean * scale (folded) unless some |mean * scale| exceeds
+    ``cpu_numba.FOLD_LIMIT`` (then centered, b = shift; see ``cpu_numba``)."""
+    centered = False
+    for i in range(mean.size):
+        if not abs(mean[i] * scale[i]) <= loops.FOLD_LIMIT:
+            centered = True
+    folded = shift if centered else shift - mean * scale
+    return _cast(mean, proto), _cast(scale, proto), _cast(folded, proto), centered
 
 
 @njit(cache=True)
@@ -192,10 +208,10 @@ def train_forward_ncs(  # type: ignore[no-untyped-def]
         mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
     )
     if y != 0 and not fused:
+        m, sc, sh, centered = _forward_constants(mean, invstd * w64, b64, proto)
         loops.normalize_ncs(
-            x3, _cast(mean, proto), _cast(invstd * w64, proto), _cast(b64, proto), act, proto,
-            carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK,
-        )  # fmt: skip
+            x3, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK
+        )
     return finite
 
 
@@ -212,11 +228,12 @@ def train_forward_rows(  # type: ignore[no-untyped-def]
         mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
     )
     if y != 0:
+        m, sc, sh, centered = _forward_constants(
+            mean, invstd * _read(weight, c, 1.0, proto), _read(bias, c, 0.0, proto), proto
+        )
         loops.normalize_rows(
-            x2, _cast(mean, proto), _cast(invstd * _read(weight, c, 1.0, proto), proto),
-            _cast(_read(bias, c, 0.0, proto), proto), act, proto,
-            carray(_pointer(y, proto), (n * s, c)), rb,
-        )  # fmt: skip
+            x2, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n * s, c)), rb
+        )
     return finite
 
 
@@ -229,9 +246,11 @@ def affine_forward_ncs(  # type: ignore[no-untyped-def]
     ``spread`` is the variance (invstd = 1 / sqrt(var + eps): eval with running statistics)
     when ``spread_is_var``, else invstd itself.
     """
-    m, sc, sh = _affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto)
+    m, sc, sh, centered = _forward_constants(
+        *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
+    )
     loops.normalize_ncs(
-        carray(_pointer(x, proto), (n, c, s)), m, sc, sh, act, proto,
+        carray(_pointer(x, proto), (n, c, s)), m, sc, sh, centered, act, proto,
         carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK,
     )  # fmt: skip
 
@@ -241,9 +260,11 @@ def affine_forward_rows(  # type: ignore[no-untyped-def]
     x, y, n, c, s, weight, bias, mean, spread, spread_is_var, eps, act, proto
 ):
     """``affine_forward_ncs`` for the rows layout."""
-    m, sc, sh = _affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto)
+    m, sc, sh, centered = _forward_constants(
+        *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
+    )
     loops.normalize_rows(
-        carray(_pointer(x, proto), (n * s, c)), m, sc, sh, act, proto,
+        carray(_pointer(x, proto), (n * s, c)), m, sc, sh, centered, act, proto,
         carray(_pointer(y, proto), (n * s, c)), _rows_per_block(c),
     )  # fmt: skip
 
@@ -261,7 +282,7 @@ def backward_ncs(  # type: ignore[no-untyped-def]
     ``by_channel``: one task per channel, both passes in a row (see train_forward_ncs).
     """
     i64 = _read(invstd, c, 1.0, proto)
-    m, sc, sh = _affine_constants(c, weight, bias, mean, invstd, False, 0.0, proto)
+    m, sc, sh = _backward_constants(c, weight, bias, mean, invstd, proto)
     x3 = carray(_pointer(x, proto), (n, c, s))
     dy3 = carray(_pointer(dy, proto), (n, c, s))
     if by_channel:
@@ -288,7 +309,7 @@ def backward_rows(  # type: ignore[no-untyped-def]
 ):  # fmt: skip
     """``backward_ncs`` for the rows layout."""
     i64 = _read(invstd, c, 1.0, proto)
-    m, sc, sh = _affine_constants(c, weight, bias, mean, invstd, False, 0.0, proto)
+    m, sc, sh = _backward_constants(c, weight, bias, mean, invstd, proto)
     x2 = carray(_pointer(x, proto), (n * s, c))
     dy2 = carray(_pointer(dy, proto), (n * s, c))
     rb = _rows_per_block(c)
