@@ -2,8 +2,8 @@
 """Compiled entry points of the CPU family: one Numba call per op, from raw addresses.
 
 Every per-call step that does not touch full-size data (per-channel scale and shift, invstd,
-the running-statistics update with its non-finite guard, the num_batches_tracked counter, the
-thread count) runs inside one compiled call, around the loops of ``bnlab.kernels.cpu_numba``.
+the running-statistics update with its non-finite guard, the num_batches_tracked counter) runs
+inside one compiled call, around the loops of ``bnlab.kernels.cpu_numba``.
 On the small layers of the tutorials' networks ((64, 6, 12, 12), (1000, 120)) those steps done
 one by one from Python cost more than the whole normalization.
 
@@ -14,8 +14,10 @@ addresses point to: x and its gradients dense in the layout given, per-channel v
 contiguous values of x's dtype, ``nbt`` one int64. ``proto`` is the number 1 in x's dtype: it
 gives the compiled code its element type (one specialization per dtype).
 
-Layouts: ``rows`` False is (N, C, S); True is (N * S, C) rows of C channels ((N, C) input and
-channels_last). The caller sets Numba's thread count (not settable from cached compiled code).
+Layouts: entries ending in ``_ncs`` view x as (N, C, S); those ending in ``_rows`` as (N * S, C),
+rows of C channels ((N, C) input and channels_last). One entry per op and layout, so that a
+first call compiles only its own layout's loops. The caller sets Numba's thread count (cached
+compiled code cannot).
 """
 
 from __future__ import annotations
