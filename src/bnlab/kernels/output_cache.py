@@ -8,16 +8,17 @@ one). GPU frameworks solve this with a caching allocator; this module is a small
 outputs of bnlab's CPU kernels (y, dx) only.
 
 How it stays safe: a buffer is a NumPy byte array kept by this module. Each output tensor is
-made with ``torch.from_numpy`` from a fresh *view* of that buffer; every tensor that shares the
-output's storage (views, slices) keeps that view alive, and the buffer returns to the cache
-only when the view is garbage (a weak reference's callback), i.e. when no tensor can reach the
-memory.
+a base tensor (``set_``, not an autograd view) over the storage of ``torch.from_numpy`` of a
+fresh *view* of that buffer; every tensor that shares the output's storage keeps that view
+alive, and the buffer returns to the cache only when the view is garbage (a weak reference's
+callback), i.e. when no tensor can reach the memory.
 
 Policy: only outputs of at least ``MIN_BYTES``; exact-size reuse (a training loop asks for the
 same sizes every step); at most ``limit`` bytes of *idle* buffers are kept, beyond that freed
 buffers go back to the system. ``set_output_cache(0)`` (or ``BNLAB_OUTPUT_CACHE_MB=0``) turns it
 off. Tensors from the cache behave like any CPU tensor, except that ``resize_`` cannot grow
-them (as for any ``torch.from_numpy`` tensor).
+them (as for any ``torch.from_numpy`` tensor), and in-place ops on them are recorded by autograd
+as on any other tensor.
 """
 
 from __future__ import annotations
@@ -126,9 +127,23 @@ def empty_like(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Ten
     view = buffer.view()
     ref = weakref.ref(view, _give_back)
     _in_use[id(ref)] = (ref, buffer)
-    flat = torch.from_numpy(view).view(t.dtype)
+    storage = torch.from_numpy(view).untyped_storage()
+    # ``set_`` makes a base tensor over the buffer's storage, not a view of another tensor:
+    # autograd lets a custom Function's output be modified in place (ReLU(inplace=True) after
+    # BN) only if it is not a view created inside that Function.
+    out = torch.empty(0, dtype=t.dtype)
+    return out.set_(storage, 0, t.shape, _dense_strides(t.shape, memory_format))
+
+
+def _dense_strides(shape: torch.Size, memory_format: torch.memory_format) -> tuple[int, ...]:
+    """Strides of a dense tensor of ``shape`` in ``memory_format`` (contiguous or channels_last)."""
     if memory_format == torch.contiguous_format:
-        return flat.view(t.shape)
-    n, c, *spatial = t.shape
-    last = (0, 3, 1, 2) if len(spatial) == 2 else (0, 4, 1, 2, 3)
-    return flat.view(n, *spatial, c).permute(last)
+        order = list(range(len(shape)))  # outermost first
+    else:
+        order = [0, *range(2, len(shape)), 1]  # N, spatial..., C innermost
+    strides = [0] * len(shape)
+    step = 1
+    for dim in reversed(order):
+        strides[dim] = step
+        step *= shape[dim]
+    return tuple(strides)
