@@ -97,7 +97,7 @@ def test_layer_equals_batchnorm_then_activation(activation, assert_close):
     layer.eval()
     ref.eval()
     assert_close(layer(x), ACT[activation](ref(x)), atol=2e-5, rtol=1e-5, what="eval")
-    assert f"activation={activation!r}" in repr(layer)
+    assert f"(act): {type(layer.act).__name__}()" in repr(layer)
 
 
 def test_layer1d_and_input_checks(assert_close):

@@ -1,8 +1,16 @@
-"""BatchNormAct1d/2d: batch norm followed by an activation, fused into one op.
+"""BatchNormAct1d/2d: batch norm followed by ``drop`` and ``act`` child modules, fused when it can.
 
-``BatchNormAct2d(C, activation="relu")`` computes ``relu(BatchNorm2d(C)(x))`` with the
-parameters, buffers and state_dict keys of ``BatchNorm2d`` (so weights move between the two),
-through ``bnlab.functional.batch_norm_act``.
+``BatchNormAct2d(C, activation="relu")`` computes ``act(drop(BatchNorm2d(C)(x)))`` with the
+parameters, buffers and state_dict keys of ``BatchNorm2d`` (so weights move between the two).
+The layout is timm's ``BatchNormAct2d`` (a BN layer with ``drop`` and ``act`` children), so a timm
+layer converts to this one and back with the same keys and behaviour.
+
+Fusion: when ``drop`` is ``nn.Identity`` and ``act`` is exactly ``nn.ReLU``, ``nn.SiLU`` or
+``nn.Identity`` (``inplace`` or not), the forward is one ``bnlab.functional.batch_norm_act`` call
+(the activation applied in the pass that writes y). Any other ``act`` (Hardswish, GELU, a
+module of the user's) or ``drop`` (DropBlock) runs as a module after bnlab's batch norm, so
+every activation works and none is approximated. The choice is made at each call, so replacing
+``layer.act`` later is honoured.
 """
 
 from __future__ import annotations
@@ -10,15 +18,55 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-from bnlab.functional.batch_norm_act import batch_norm_act, check_activation
+from bnlab.functional.batch_norm import batch_norm
+from bnlab.functional.batch_norm_act import ACTIVATIONS, batch_norm_act
 from bnlab.layers._base import BatchNormBase
 
-__all__ = ["BatchNormAct1d", "BatchNormAct2d"]
+__all__ = [
+    "BatchNormAct1d",
+    "BatchNormAct2d",
+    "activation_module",
+    "fused_activation",
+    "norm_then_act",
+]
+
+_FUSED: dict[type[nn.Module], str] = {nn.Identity: "identity", nn.ReLU: "relu", nn.SiLU: "silu"}
+_MODULES: dict[str, type[nn.Module]] = {name: cls for cls, name in _FUSED.items()}
+
+
+def activation_module(activation: str | nn.Module) -> nn.Module:
+    """The module for ``activation``: a name in ``ACTIVATIONS`` or an ``nn.Module`` (kept as is)."""
+    if isinstance(activation, nn.Module):
+        return activation
+    if isinstance(activation, str) and activation in ACTIVATIONS:
+        return _MODULES[activation]()
+    raise ValueError(
+        f"activation must be one of {', '.join(ACTIVATIONS)} or an nn.Module; got {activation!r}"
+    )
+
+
+def fused_activation(drop: nn.Module, act: nn.Module) -> str | None:
+    """The fused kernel's activation name for ``drop`` then ``act``, or None if not fusable."""
+    if type(drop) is not nn.Identity:
+        return None
+    return _FUSED.get(type(act))
+
+
+def norm_then_act(
+    input: torch.Tensor, op_kwargs: dict[str, Any], drop: nn.Module, act: nn.Module
+) -> torch.Tensor:
+    """``act(drop(batch_norm(input, **op_kwargs)))``, as one fused op where ``fused_activation``
+    allows it; shared by every layer with ``drop`` and ``act`` children."""
+    fused = fused_activation(drop, act)
+    if fused is not None:
+        return batch_norm_act(input, **op_kwargs, activation=fused)
+    return act(drop(batch_norm(input, **op_kwargs)))
 
 
 class _BatchNormAct(BatchNormBase):
-    """BatchNormBase plus an ``activation`` ("relu", "silu" or "identity")."""
+    """BatchNormBase, then the ``drop`` and ``act`` children; see the module docstring."""
 
     def __init__(
         self,
@@ -27,23 +75,26 @@ class _BatchNormAct(BatchNormBase):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        activation: str = "relu",
+        activation: str | nn.Module = "relu",
         device: Any = None,
         dtype: Any = None,
+        *,
+        drop: nn.Module | None = None,
+        bias: bool = True,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.activation = check_activation(activation)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
+        self.drop = nn.Identity() if drop is None else drop
+        self.act = activation_module(activation)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        return batch_norm_act(input, **self._op_kwargs(), activation=self.activation)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, activation={self.activation!r}"
+        return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
 
 
 class BatchNormAct1d(_BatchNormAct):
-    """``act(BatchNorm1d(x))`` fused; input (N, C) or (N, C, L). See ``BatchNorm1d``.
+    """``act(drop(BatchNorm1d(x)))``; input (N, C) or (N, C, L). See ``BatchNorm1d``.
 
     Examples::
 
@@ -55,12 +106,13 @@ class BatchNormAct1d(_BatchNormAct):
 
 
 class BatchNormAct2d(_BatchNormAct):
-    """``act(BatchNorm2d(x))`` fused; input (N, C, H, W), contiguous or channels_last.
+    """``act(drop(BatchNorm2d(x)))``; input (N, C, H, W), contiguous or channels_last.
 
     Examples::
 
         >>> layer = bnlab.BatchNormAct2d(16, activation="silu")
         >>> y = layer(torch.randn(8, 16, 32, 32))
+        >>> layer = bnlab.BatchNormAct2d(16, activation=torch.nn.Hardswish())  # not fused
     """
 
     expected_dims = (4,)

@@ -5,9 +5,17 @@ All four tensors are buffers (not Parameters): an optimizer never sees them and 
 changes them, while gradients still flow to the input. Built by ``bnlab.freeze(model)`` from
 trained BN layers, or loaded from a torchvision ``FrozenBatchNorm2d`` state_dict (same keys).
 
-eps: copied from the layer being frozen (PyTorch's default 1e-5) and required to be > 0. Older
-torchvision FrozenBatchNorm2d defaulted to eps=0, which turns a channel whose running variance is
-0 (a dead ReLU channel, say) into inf/NaN; here that cannot happen.
+eps: copied from the layer being frozen (PyTorch's default 1e-5) and required to be > 0
+(ValueError otherwise), although torch's batch norm accepts eps = 0 in evaluation and bnlab's
+trainable layers accept it with a warning. A frozen layer is what fine-tuning a pretrained network
+meets, and older torchvision FrozenBatchNorm2d defaulted to eps=0, which turns a channel whose
+running variance is 0 (a dead ReLU channel, say) into inf/NaN; here that cannot happen. A
+torchvision state_dict carries no eps, so this costs no interchange.
+
+bias: the ``bias`` buffer always exists (zeros when the frozen layer had none), so state_dicts keep
+torchvision's four keys. ``bias=False`` (keyword, as in torch's BatchNorm) only records that the
+layer which was frozen had no additive bias (``use_bias``), so that ``unfreeze`` can give back a
+layer with ``bias=False``; the output is the same either way.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from torch import nn
 
 from bnlab.functional._checks import check_eps
 from bnlab.functional.batch_norm import batch_norm
+from bnlab.layers.batchnorm_act import activation_module, norm_then_act
 
 
 class FrozenBatchNormBase(nn.Module):
@@ -40,16 +49,18 @@ class FrozenBatchNormBase(nn.Module):
         affine: bool = True,
         device: Any = None,
         dtype: Any = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
-        self.eps = check_eps(eps)
+        self.eps = check_eps(eps)  # mode-independent rule: eps > 0 (see the module docstring)
         # Kept only so that ``unfreeze`` can give back the layer that was frozen.
         self.momentum = momentum
         self.affine = affine
+        self.use_bias = bool(bias)
         self.register_buffer("weight", torch.ones(num_features, **factory))
         self.register_buffer("bias", torch.zeros(num_features, **factory))
         self.register_buffer("running_mean", torch.zeros(num_features, **factory))
@@ -58,21 +69,27 @@ class FrozenBatchNormBase(nn.Module):
             "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
         )
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
+    def _check_input_dim(self, input: torch.Tensor) -> None:
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(input).__name__}")
         if input.dim() not in self.expected_dims:
             wanted = " or ".join(f"{d}D" for d in self.expected_dims)
             raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
-        return batch_norm(
-            input,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            training=False,
-            eps=self.eps,
-        )
+
+    def _op_kwargs(self) -> dict[str, Any]:
+        """The functional op's arguments: the fixed statistics, in train and eval alike."""
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "weight": self.weight,
+            "bias": self.bias,
+            "training": False,
+            "eps": self.eps,
+        }
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        return batch_norm(input, **self._op_kwargs())
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -112,3 +129,41 @@ class FrozenBatchNorm3d(FrozenBatchNormBase):
     """Frozen batch norm over (N, C, D, H, W); see the module docstring."""
 
     expected_dims = (5,)
+
+
+class _FrozenBatchNormAct(FrozenBatchNormBase):
+    """Frozen batch norm, then ``drop`` and ``act`` children (timm's FrozenBatchNormAct2d layout).
+
+    What ``bnlab.freeze`` makes of a BatchNormAct layer (bnlab's or timm's): the normalization is
+    fixed, the activation stays. Fused into one op when ``act`` is ReLU, SiLU or Identity and
+    ``drop`` is the identity, as in ``bnlab.BatchNormAct2d``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        activation: str | nn.Module = "relu",
+        *,
+        drop: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_features, eps, **kwargs)
+        self.drop = nn.Identity() if drop is None else drop
+        self.act = activation_module(activation)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
+
+
+class FrozenBatchNormAct1d(_FrozenBatchNormAct):
+    """Frozen ``act(drop(BatchNorm1d(x)))``; (N, C) or (N, C, L)."""
+
+    expected_dims = (2, 3)
+
+
+class FrozenBatchNormAct2d(_FrozenBatchNormAct):
+    """Frozen ``act(drop(BatchNorm2d(x)))``; (N, C, H, W)."""
+
+    expected_dims = (4,)

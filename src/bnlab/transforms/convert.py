@@ -1,34 +1,67 @@
-"""``convert``: swap every batch-norm layer of a model between torch's and bnlab's classes.
+"""``convert``: swap every batch-norm layer of a model between the torch ecosystem's classes and
+bnlab's.
 
-The new layer takes over the old one's Parameter and buffer objects themselves (not copies), so
-weights, statistics, device, dtype and requires_grad are kept, and an optimizer built on the
-model's parameters keeps working. The train/eval mode of each layer is kept too.
+The new layer takes over the old one's Parameter and buffer objects themselves (not copies;
+``transforms.swap.adopt``), so weights, statistics, device, dtype and requires_grad are kept,
+and an optimizer built on the model's parameters keeps working. The train/eval mode of each
+layer is kept too, and so are the ``drop``/``act`` children of norm+activation layers.
+
+=========================================  ======================================
+torch ecosystem (``to="torch"``)           bnlab (``to="bnlab"``)
+=========================================  ======================================
+torch.nn.BatchNorm1d / 2d / 3d             bnlab.BatchNorm1d / 2d / 3d
+timm BatchNormAct2d (drop, act kept)       bnlab.BatchNormAct2d (fused when act is ReLU/SiLU)
+torchvision (and timm) FrozenBatchNorm2d   bnlab.FrozenBatchNorm2d
+timm FrozenBatchNormAct2d                  bnlab.FrozenBatchNormAct2d
+=========================================  ======================================
+
+Converting to torch builds timm's and torchvision's classes only when they can be imported; a
+layer whose counterpart is missing stays bnlab's, with a warning. torch's SyncBatchNorm is left
+to ``bnlab.convert_sync_batchnorm``. A BN-like class bnlab does not know (a subclass with a
+forward of its own) is left alone with one warning naming it (``layer_classes.role_of``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
 
 from torch import nn
 
-from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase
+from bnlab.layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    BatchNormAct2d,
+    FrozenBatchNorm2d,
+    FrozenBatchNormAct2d,
+)
+from bnlab.transforms.layer_classes import role_of, third_party_class, warn_unknown
+from bnlab.transforms.swap import adopt, replace_children
 
-_TO_BNLAB: dict[type[nn.Module], type[BatchNormBase]] = {
+_TORCH_TO_BNLAB: dict[type[nn.Module], type[nn.Module]] = {
     nn.BatchNorm1d: BatchNorm1d,
     nn.BatchNorm2d: BatchNorm2d,
     nn.BatchNorm3d: BatchNorm3d,
 }
-_TO_TORCH: dict[type[nn.Module], type[nn.Module]] = {v: k for k, v in _TO_BNLAB.items()}
+_BNLAB_TO_TORCH: dict[type[nn.Module], type[nn.Module]] = {v: k for k, v in _TORCH_TO_BNLAB.items()}
+#: bnlab class -> (module, class) of its third-party counterpart.
+_BNLAB_TO_THIRD_PARTY: dict[type[nn.Module], tuple[str, str]] = {
+    BatchNormAct2d: ("timm.layers.norm_act", "BatchNormAct2d"),
+    FrozenBatchNorm2d: ("torchvision.ops.misc", "FrozenBatchNorm2d"),
+    FrozenBatchNormAct2d: ("timm.layers.norm_act", "FrozenBatchNormAct2d"),
+}
 
 
 def convert(
     model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab", kind: str = "bn"
 ) -> nn.Module:
-    """Replace every BatchNorm1d/2d/3d of ``model`` by the other library's class.
+    """Replace every batch-norm layer of ``model`` by the other side's class (table above).
 
     Works in place on the children and returns the model (or the new layer, if ``model`` is
-    itself a batch-norm layer). Subclasses of the BN classes are left alone: they may carry
-    behaviour that a plain swap would lose.
+    itself a batch-norm layer).
 
     ``kind`` (with ``to="bnlab"``): ``"bn"`` (plain BatchNorm), or a BN-family variant that
     every plain BatchNorm1d/2d/3d becomes: ``"renorm"``, ``"ghost"``, ``"masked"`` (1d), or
@@ -36,7 +69,7 @@ def convert(
 
     Example::
 
-        model = bnlab.convert(torchvision_like_model, to="bnlab")
+        model = bnlab.convert(torchvision.models.resnet18(), to="bnlab")
     """
     if to not in ("bnlab", "torch"):
         raise ValueError(f"to must be 'bnlab' or 'torch', got {to!r}")
@@ -46,30 +79,88 @@ def convert(
         from bnlab.transforms._bn_kinds import convert_kind
 
         return convert_kind(model, kind)
-    table: dict[type[nn.Module], type[nn.Module]] = dict(_TO_BNLAB) if to == "bnlab" else _TO_TORCH
-    new_cls = table.get(type(model))
-    if new_cls is not None:
-        return _swap(model, new_cls)
-    for name, child in model.named_children():
-        converted = convert(child, to)
-        if converted is not child:
-            setattr(model, name, converted)
-    return model
+    unknown: list[tuple[str, nn.Module]] = []
+    missing: list[str] = []
+
+    def replacement(module: nn.Module, path: str) -> nn.Module | None:
+        role = role_of(module)
+        if role is None:
+            return None
+        if role == "unknown":
+            unknown.append((path, module))
+            return module
+        build = _to_bnlab(module) if to == "bnlab" else _to_torch(module, missing)
+        return module if build is None else adopt(module, build(module))
+
+    result = replace_children(model, replacement)
+    warn_unknown("convert", unknown)
+    if missing:
+        warnings.warn(
+            f"bnlab.convert(to='torch') kept {len(missing)} bnlab layer(s) whose counterpart "
+            f"could not be imported: {', '.join(sorted(set(missing)))}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result
 
 
-def _swap(old: nn.Module, new_cls: type[nn.Module]) -> nn.Module:
-    new = new_cls(
-        old.num_features,
-        eps=old.eps,
-        momentum=old.momentum,
-        affine=old.affine,
-        track_running_stats=old.track_running_stats,
-        device="meta",
+Builder = Callable[[Any], nn.Module]
+
+
+def _to_bnlab(old: Any) -> Builder | None:
+    cls = type(old)
+    if cls in _TORCH_TO_BNLAB:
+        return lambda m: _TORCH_TO_BNLAB[cls](**_bn_config(m))
+    for bnlab_cls, (module_name, class_name) in _BNLAB_TO_THIRD_PARTY.items():
+        if cls is third_party_class(module_name, class_name):
+            return _builder_for(bnlab_cls)
+    return None
+
+
+def _to_torch(old: Any, missing: list[str]) -> Builder | None:
+    cls = type(old)
+    if cls in _BNLAB_TO_TORCH:
+        return lambda m: _BNLAB_TO_TORCH[cls](**_bn_config(m))
+    if cls not in _BNLAB_TO_THIRD_PARTY:
+        return None
+    module_name, class_name = _BNLAB_TO_THIRD_PARTY[cls]
+    try:
+        target = getattr(importlib.import_module(module_name), class_name)
+    except Exception:  # not installed, or its import fails: keep the bnlab layer
+        missing.append(f"{module_name}.{class_name}")
+        return None
+    return _builder_for(target)
+
+
+def _builder_for(cls: type[nn.Module]) -> Builder:
+    """Build ``cls`` (bnlab's or the third party's) with the old layer's settings."""
+    name = cls.__name__
+    if name == "BatchNormAct2d":
+        return lambda m: _with_children(cls(**_bn_config(m), **_act_none(cls)), m)
+    if name == "FrozenBatchNormAct2d":
+        return lambda m: _with_children(cls(m.num_features, eps=m.eps, **_act_none(cls)), m)
+    return lambda m: cls(m.num_features, eps=m.eps)
+
+
+def _bn_config(m: Any) -> dict[str, Any]:
+    return {
+        "num_features": m.num_features,
+        "eps": m.eps,
+        "momentum": m.momentum,
+        "affine": m.affine,
+        "track_running_stats": m.track_running_stats,
+        "device": "meta",
+    }
+
+
+def _act_none(cls: type[nn.Module]) -> dict[str, Any]:
+    """Build without an activation (the old layer's ``act`` is moved in after)."""
+    return (
+        {"activation": "identity"} if cls.__module__.startswith("bnlab.") else {"apply_act": False}
     )
-    for name in ("weight", "bias"):
-        if getattr(old, name) is not None:
-            setattr(new, name, getattr(old, name))
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        new.register_buffer(name, getattr(old, name))
-    new.train(old.training)
+
+
+def _with_children(new: nn.Module, old: nn.Module) -> nn.Module:
+    new.drop = old.drop
+    new.act = old.act
     return new

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from bnlab.transforms._bn_kinds import eval_scale_shift, is_bn_like, is_trainable_bn
+from bnlab.transforms.layer_classes import (
+    eval_scale_shift,
+    is_bn_like,
+    is_trainable_bn,
+    post_modules,
+    role_of,
+    warn_unknown,
+)
 
 FOLDABLE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
@@ -88,6 +95,11 @@ def _fold_into(layer: Any, bn: nn.Module) -> None:
     layer.bias = nn.Parameter(b, requires_grad=requires_grad)
 
 
+def _what_remains(bn: nn.Module) -> nn.Module:
+    """After folding: nothing for plain BN, the ``drop``/``act`` children for norm+act layers."""
+    return post_modules(bn) if role_of(bn) in ("bn_act", "frozen_act") else nn.Identity()
+
+
 def _runs_in_order(module: nn.Module) -> bool:
     """nn.Sequential and subclasses that keep its forward (children run one after another)."""
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
@@ -103,7 +115,7 @@ def _fold_sequential(module: nn.Module) -> int:
             layer, bn = module._modules[prev], module._modules[name]
             if layer is not None and bn is not None and _can_fold(layer, bn):
                 _fold_into(layer, bn)
-                module._modules[name] = nn.Identity()
+                module._modules[name] = _what_remains(bn)
                 folded += 1
     return folded
 
@@ -139,8 +151,12 @@ def _fold_graph(model: nn.Module) -> fx.GraphModule | None:
         if calls[src.target] != 1 or calls[node.target] != 1 or not _can_fold(layer, bn):
             continue
         _fold_into(layer, bn)
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
+        remains = _what_remains(bn)
+        if isinstance(remains, nn.Identity):
+            node.replace_all_uses_with(src)
+            gm.graph.erase_node(node)
+        else:  # the call stays, now to the activation alone
+            _set_submodule(gm, str(node.target), remains)
         folded += 1
     if not folded:
         return None
@@ -148,6 +164,12 @@ def _fold_graph(model: nn.Module) -> fx.GraphModule | None:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent_name, _, name = target.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, name, module)
 
 
 def _has_bn(model: nn.Module) -> bool:
@@ -158,12 +180,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Return a deep copy of ``model`` with every foldable BN folded into the layer before it.
 
     Foldable: an eval-mode BN with running statistics (torch's, bnlab's BatchNorm / renorm /
-    ghost / masked, or FrozenBatchNorm), directly after a Conv1d/2d/3d, ConvTranspose1d/2d/3d
-    or Linear with as many output channels (for Linear, the input is assumed (N, features)).
-    Pairs are found in nn.Sequential containers (the folded BN becomes nn.Identity, so indices
-    and the module's type stay), then, if any BN remains, through a torch.fx trace of the model
-    (the result is then an ``fx.GraphModule``). BN layers that cannot be folded are left as
-    they are. The copy keeps dtypes and devices; the input model is not modified.
+    ghost / masked, FrozenBatchNorm from bnlab or torchvision, and the norm+activation layers
+    of timm and bnlab), directly after a Conv1d/2d/3d, ConvTranspose1d/2d/3d or Linear with as
+    many output channels (for Linear, the input is assumed (N, features)). Pairs are found in
+    nn.Sequential containers (the folded BN becomes nn.Identity, so indices and the module's
+    type stay), then, if any BN remains, through a torch.fx trace of the model (the result is
+    then an ``fx.GraphModule``). A norm+activation layer keeps its activation: it becomes its
+    ``act`` module (``drop`` then ``act`` if ``drop`` does something). BN layers that cannot be
+    folded are left as they are; a BN-like class bnlab does not know is left alone with a
+    warning naming it. The copy keeps dtypes and devices; the input model is not modified.
 
     Raises:
         ValueError: if any BN layer is in training mode (its output depends on the batch, so
@@ -178,6 +203,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             f"on the batch); call model.eval() first. In training mode: {', '.join(training[:5])}"
             + (" ..." if len(training) > 5 else "")
         )
+    warn_unknown(
+        "fold_batchnorm",
+        ((name, m) for name, m in model.named_modules() if role_of(m) == "unknown"),
+    )
     folded_model = copy.deepcopy(model)
     _fold_sequential(folded_model)
     if _has_bn(folded_model):

@@ -2,9 +2,16 @@
 
 Freezing is what detection and segmentation fine-tuning does with small per-GPU batches: batch
 statistics of 2 images are too noisy, so the pretrained statistics and affine are used as
-constants. ``freeze`` copies weight, bias (ones/zeros for ``affine=False``), running statistics,
-``num_batches_tracked``, eps and momentum; ``unfreeze`` gives back trainable bnlab (or torch)
-BatchNorm layers with those same values, ``requires_grad=True`` and the frozen layer's mode.
+constants. ``freeze`` copies weight, bias (ones/zeros for ``affine=False`` or ``bias=False``),
+running statistics, ``num_batches_tracked``, eps and momentum; ``unfreeze`` gives back trainable
+bnlab (or torch) BatchNorm layers with those same values, ``requires_grad=True`` and the frozen
+layer's mode.
+
+Norm+activation layers (timm's BatchNormAct2d, bnlab's BatchNormAct*) become
+FrozenBatchNormAct* with the same ``drop`` and ``act`` children, as timm's
+``freeze_batch_norm_2d`` does: the activation is never lost. Layers that are frozen already
+(bnlab's, torchvision's, timm's) are left as they are; a BN-like class bnlab does not know is
+left alone with a warning naming it.
 """
 
 from __future__ import annotations
@@ -14,21 +21,29 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormAct1d, BatchNormAct2d
 from bnlab.layers.frozen import (
     FrozenBatchNorm1d,
     FrozenBatchNorm2d,
     FrozenBatchNorm3d,
+    FrozenBatchNormAct1d,
+    FrozenBatchNormAct2d,
     FrozenBatchNormBase,
 )
-from bnlab.transforms._bn_kinds import bn_rank, is_trainable_bn
+from bnlab.transforms.layer_classes import bn_rank, role_of, warn_unknown
+from bnlab.transforms.swap import replace_children
 
 _FROZEN: dict[int, type[FrozenBatchNormBase]] = {
     1: FrozenBatchNorm1d,
     2: FrozenBatchNorm2d,
     3: FrozenBatchNorm3d,
 }
+_FROZEN_ACT: dict[int, type[FrozenBatchNormBase]] = {
+    1: FrozenBatchNormAct1d,
+    2: FrozenBatchNormAct2d,
+}
 _BNLAB: dict[int, type[nn.Module]] = {1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
+_BNLAB_ACT: dict[int, type[nn.Module]] = {1: BatchNormAct1d, 2: BatchNormAct2d}
 _TORCH: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
@@ -43,13 +58,16 @@ def _frozen_from(bn: Any, path: str) -> FrozenBatchNormBase:
             "statistics (track_running_stats=False), so it has nothing to freeze"
         )
     rm = bn.running_mean
-    frozen = _FROZEN[bn_rank(bn)](
+    with_act = role_of(bn) == "bn_act"
+    cls = (_FROZEN_ACT if with_act else _FROZEN)[bn_rank(bn)]
+    frozen = cls(
         bn.num_features,
         eps=bn.eps,
         momentum=bn.momentum,
         affine=bn.weight is not None,
         device=rm.device,
         dtype=rm.dtype,
+        **({"activation": bn.act, "drop": bn.drop} if with_act else {}),
     )
     with torch.no_grad():
         if bn.weight is not None:
@@ -65,43 +83,48 @@ def _frozen_from(bn: Any, path: str) -> FrozenBatchNormBase:
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Replace every BN layer of ``model`` (torch's or bnlab's, any variant) by a
-    FrozenBatchNorm1d/2d/3d holding copies of its values.
+    """Replace every BN layer of ``model`` (torch's, timm's or bnlab's, any variant) by a
+    FrozenBatchNorm1d/2d/3d (FrozenBatchNormAct1d/2d for norm+activation layers) holding copies
+    of its values.
 
     Works in place on the children and returns the model (or the frozen layer, if ``model`` is
     itself a BN layer). A BN layer without running statistics raises ValueError, naming it.
     SyncBatchNorm and other rank-agnostic layers become FrozenBatchNorm2d.
     """
-    return _freeze(model, "")
+    unknown: list[tuple[str, nn.Module]] = []
 
+    def replacement(module: nn.Module, path: str) -> nn.Module | None:
+        role = role_of(module)
+        if role in ("bn", "bn_act"):
+            return _frozen_from(module, path)
+        if role == "unknown":
+            unknown.append((path, module))
+        return None if role is None else module
 
-def _freeze(model: nn.Module, path: str) -> nn.Module:
-    if is_trainable_bn(model):
-        return _frozen_from(model, path)
-    for name, child in model.named_children():
-        new = _freeze(child, f"{path}.{name}" if path else name)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+    result = replace_children(model, replacement)
+    warn_unknown("freeze", unknown)
+    return result
 
 
 def unfreeze(model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab") -> nn.Module:
-    """Replace every FrozenBatchNorm layer of ``model`` by a trainable BatchNorm1d/2d/3d
-    (bnlab's, or torch's with ``to="torch"``) with the same values, eps, momentum and mode."""
+    """Replace every bnlab FrozenBatchNorm layer of ``model`` by a trainable BatchNorm1d/2d/3d
+    (bnlab's, or torch's with ``to="torch"``) with the same values, eps, momentum and mode;
+    FrozenBatchNormAct* become BatchNormAct* (timm's BatchNormAct2d with ``to="torch"``)."""
     if to not in ("bnlab", "torch"):
         raise ValueError(f"to must be 'bnlab' or 'torch', got {to!r}")
-    if isinstance(model, FrozenBatchNormBase):
-        return _unfrozen_from(model, _BNLAB if to == "bnlab" else _TORCH)
-    for name, child in model.named_children():
-        new = unfreeze(child, to)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+    table = _BNLAB if to == "bnlab" else _TORCH
+
+    def replacement(module: nn.Module, path: str) -> nn.Module | None:
+        return _unfrozen_from(module, table) if isinstance(module, FrozenBatchNormBase) else None
+
+    return replace_children(model, replacement)
 
 
 def _unfrozen_from(frozen: FrozenBatchNormBase, table: dict[int, type[nn.Module]]) -> nn.Module:
     rm = frozen.running_mean
-    bn: Any = table[bn_rank(frozen)](
+    with_act = isinstance(frozen, FrozenBatchNormAct1d | FrozenBatchNormAct2d)
+    cls = _BNLAB_ACT[bn_rank(frozen)] if with_act else table[bn_rank(frozen)]
+    bn: Any = cls(
         frozen.num_features,
         eps=frozen.eps,
         momentum=frozen.momentum,
@@ -109,6 +132,7 @@ def _unfrozen_from(frozen: FrozenBatchNormBase, table: dict[int, type[nn.Module]
         track_running_stats=True,
         device=rm.device,
         dtype=rm.dtype,
+        **({"activation": frozen.act, "drop": frozen.drop} if with_act else {}),
     )
     with torch.no_grad():
         if frozen.affine:
@@ -118,4 +142,8 @@ def _unfrozen_from(frozen: FrozenBatchNormBase, table: dict[int, type[nn.Module]
         bn.running_var.copy_(frozen.running_var)
         bn.num_batches_tracked.copy_(frozen.num_batches_tracked)
     bn.train(frozen.training)
+    if with_act and table is _TORCH:
+        from bnlab.transforms.convert import convert
+
+        return convert(bn, to="torch")
     return bn

@@ -28,7 +28,7 @@ from torch import nn
 from bnlab import kernels
 from bnlab.functional.masked_batch_norm import check_mask, select_positions
 from bnlab.layers.masked import MaskedBatchNorm1d
-from bnlab.transforms._bn_kinds import is_trainable_bn
+from bnlab.transforms.layer_classes import is_trainable_bn, role_of, warn_unknown
 
 
 class _Moments:
@@ -103,6 +103,9 @@ def recalibrate(
     ):
         raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
     run = forward or _default_forward
+    warn_unknown(
+        "recalibrate", ((name, m) for name, m in model.named_modules() if role_of(m) == "unknown")
+    )
     layers: list[Any] = [
         m
         for m in model.modules()
