@@ -101,9 +101,7 @@ def test_convert_replaces_every_bn_layer(zoo_libraries, model_name):
     before = bn_like(model)
     assert before, "the model has no BN layer: nothing is tested"
     converted = bnlab.convert(copy.deepcopy(model))
-    replaced = [
-        n for n, m in converted.named_modules() if type(m).__module__.startswith("bnlab.")
-    ]
+    replaced = [n for n, m in converted.named_modules() if type(m).__module__.startswith("bnlab.")]
     assert replaced == before, f"{len(before) - len(replaced)} BN-like layers were not converted"
 
 
@@ -233,3 +231,26 @@ def test_export_runs_and_matches(zoo_libraries, model_name):
     with torch.no_grad():
         diff = relative_difference(program.module()(x), model(x))
     assert diff <= 1e-6, f"exported program: relative difference {diff:.3e}"
+
+
+def test_compiled_stage_trains_like_eager(zoo_libraries):
+    """torch.compile (inductor, the default backend) on the stem and first stage of timm's
+    resnet18 (in-place ReLU after every BN), converted: a training step equals eager bnlab."""
+    _, timm = zoo_libraries
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", pretrained=False)
+    stage = nn.Sequential(net.conv1, net.bn1, net.act1, net.maxpool, net.layer1)
+    eager = bnlab.convert(stage)
+    compiled_copy = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_copy)
+    x = images()
+    for model in (eager, compiled):
+        model(x).square().mean().backward()
+    pairs = {"output": (compiled(x), eager(x))}
+    for (name, p), p_c in zip(eager.named_parameters(), compiled_copy.parameters(), strict=True):
+        pairs[f"grad {name}"] = (p_c.grad, p.grad)
+    for (name, b), b_c in zip(eager.named_buffers(), compiled_copy.buffers(), strict=True):
+        pairs[f"buffer {name}"] = (b_c, b)
+    key, diff = worst(pairs)
+    assert diff <= 1e-4, f"{key}: relative difference {diff:.3e}"

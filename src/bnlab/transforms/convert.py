@@ -38,7 +38,12 @@ from bnlab.layers import (
     FrozenBatchNorm2d,
     FrozenBatchNormAct2d,
 )
-from bnlab.transforms.layer_classes import role_of, third_party_class, warn_unknown
+from bnlab.transforms.layer_classes import (
+    num_channels,
+    role_of,
+    third_party_class,
+    warn_unknown,
+)
 from bnlab.transforms.swap import adopt, replace_children
 
 _TORCH_TO_BNLAB: dict[type[nn.Module], type[nn.Module]] = {
@@ -138,8 +143,8 @@ def _builder_for(cls: type[nn.Module]) -> Builder:
     if name == "BatchNormAct2d":
         return lambda m: _with_children(cls(**_bn_config(m), **_act_none(cls)), m)
     if name == "FrozenBatchNormAct2d":
-        return lambda m: _with_children(cls(m.num_features, eps=m.eps, **_act_none(cls)), m)
-    return lambda m: cls(m.num_features, eps=m.eps)
+        return lambda m: _with_children(cls(num_channels(m), eps=m.eps, **_act_none(cls)), m)
+    return lambda m: cls(num_channels(m), eps=m.eps)
 
 
 def _bn_config(m: Any) -> dict[str, Any]:

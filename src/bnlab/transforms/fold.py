@@ -23,6 +23,7 @@ from bnlab.transforms.layer_classes import (
     eval_scale_shift,
     is_bn_like,
     is_trainable_bn,
+    num_channels,
     post_modules,
     role_of,
     warn_unknown,
@@ -76,7 +77,7 @@ def _can_fold(layer: Any, bn: nn.Module) -> bool:
     if isinstance(weight, nn.parameter.UninitializedParameter):
         return False
     out_features = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-    return eval_scale_shift(bn) is not None and getattr(bn, "num_features", None) == out_features
+    return eval_scale_shift(bn) is not None and num_channels(bn) == out_features
 
 
 def _fold_into(layer: Any, bn: nn.Module) -> None:

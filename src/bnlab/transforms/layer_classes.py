@@ -100,6 +100,15 @@ def post_modules(module: nn.Module) -> nn.Module:
     return act if type(drop) is nn.Identity else nn.Sequential(drop, act)
 
 
+def num_channels(module: nn.Module) -> int | None:
+    """C of a BN-like layer (torchvision's FrozenBatchNorm2d keeps no ``num_features``)."""
+    count = getattr(module, "num_features", None)
+    if isinstance(count, int):
+        return count
+    mean = getattr(module, "running_mean", None)
+    return mean.numel() if isinstance(mean, torch.Tensor) else None
+
+
 def bn_rank(module: nn.Module) -> int:
     """1, 2 or 3 for a BN layer of that kind (a layer accepting any rank counts as 2d)."""
     for torch_cls, rank in ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3)):
