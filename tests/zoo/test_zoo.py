@@ -254,3 +254,22 @@ def test_compiled_stage_trains_like_eager(zoo_libraries):
         pairs[f"buffer {name}"] = (b_c, b)
     key, diff = worst(pairs)
     assert diff <= 1e-4, f"{key}: relative difference {diff:.3e}"
+
+
+def copies_in_training_step(model: nn.Module) -> int:
+    """Full-tensor copies (aten::clone and aten::contiguous that copy) in one training step."""
+    x = images()
+    train_step(model, x)  # warm up
+    with torch.profiler.profile() as profile:
+        train_step(model, x)
+    return sum(1 for e in profile.events() if e.name in ("aten::clone", "aten::contiguous"))
+
+
+@pytest.mark.parametrize("name", ["torchvision/resnet18", "timm/efficientnet_b0"])
+def test_no_copies_beyond_torchs(zoo_libraries, name):
+    """What resnet's downsample branch and the depthwise blocks hand to BN is dense (contiguous
+    or channels_last), and bnlab reads it in place: a training step copies no more than torch's."""
+    model = build(zoo_libraries, name).train()
+    theirs = copies_in_training_step(copy.deepcopy(model))
+    ours = copies_in_training_step(bnlab.convert(model))
+    assert ours <= theirs, f"bnlab's step made {ours} copies, torch's {theirs}"
