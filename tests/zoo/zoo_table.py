@@ -15,9 +15,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bnlab  # noqa: E402
-from conftest import _import_torchvision  # noqa: E402
-from test_zoo import (  # noqa: E402
+from conftest import _import_torchvision
+from test_zoo import (
     MODELS,
     bn_like,
     build,
@@ -27,6 +26,8 @@ from test_zoo import (  # noqa: E402
     step_results,
     worst,
 )
+
+import bnlab
 
 
 def row(libraries: tuple[object, object], name: str) -> str:

@@ -65,6 +65,7 @@ def _frozen_from(bn: Any, path: str) -> FrozenBatchNormBase:
         eps=bn.eps,
         momentum=bn.momentum,
         affine=bn.weight is not None,
+        bias=bn.bias is not None,
         device=rm.device,
         dtype=rm.dtype,
         **({"activation": bn.act, "drop": bn.drop} if with_act else {}),
@@ -129,14 +130,16 @@ def _unfrozen_from(frozen: FrozenBatchNormBase, table: dict[int, type[nn.Module]
         eps=frozen.eps,
         momentum=frozen.momentum,
         affine=frozen.affine,
+        bias=frozen.use_bias,
         track_running_stats=True,
         device=rm.device,
         dtype=rm.dtype,
         **({"activation": frozen.act, "drop": frozen.drop} if with_act else {}),
     )
     with torch.no_grad():
-        if frozen.affine:
+        if bn.weight is not None:
             bn.weight.copy_(frozen.weight)
+        if bn.bias is not None:
             bn.bias.copy_(frozen.bias)
         bn.running_mean.copy_(frozen.running_mean)
         bn.running_var.copy_(frozen.running_var)
