@@ -9,7 +9,8 @@ momentum            decay of the old value, 0.99    weight of the new batch: 1 -
 epsilon             1e-3                            eps 1e-5
 moving variance     *biased* batch variance         unbiased (n / (n - 1))
 channel axis        ``axis=-1`` (channels last)     dimension 1
-affine              ``center`` / ``scale`` apart    ``affine`` for both
+affine              ``center`` / ``scale`` apart    ``affine`` for both (``bias=False``
+                                                    is ``center=False``)
 renorm statistics   averages of sigma_B             running variance
 ==================  ==============================  ===================================
 
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab.functional._checks import check_eps, check_input
+from bnlab.functional._checks import check_eps, check_input, check_layer_eps
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional.batch_renorm import renorm_correction
@@ -96,7 +97,9 @@ def keras_batch_norm(
         gamma, beta: scale and offset (C,), or None (``scale=False`` / ``center=False``).
         moving_mean, moving_variance: (C,), updated in place in training (Keras conventions).
         training: batch statistics (and state updates) if True, the moving ones otherwise.
-        momentum, epsilon: Keras's (0.99 = decay of the moving value; 1e-3).
+        momentum, epsilon: Keras's (0.99 = decay of the moving value; 1e-3). epsilon follows
+            torch's rule (``bnlab.functional._checks.check_eps``): > 0 in training, >= 0 in
+            inference.
         mask: bool, ``x``'s shape without ``axis``; statistics over True positions only.
         renorm: Keras's batch-renorm state, or None.
     """
@@ -105,7 +108,7 @@ def keras_batch_norm(
     if not -x.dim() <= axis < x.dim() or x.dim() < 2:
         raise ValueError(f"axis {axis} is out of range for a {x.dim()}D input {tuple(x.shape)}")
     xc = check_input(x.movedim(axis, 1), max_dim=max(x.dim(), 2))
-    epsilon = check_eps(epsilon)
+    epsilon = check_eps(epsilon, training=training)
     if not training:
         y = batch_norm(xc, moving_mean, moving_variance, gamma, beta, False, eps=epsilon)
         return y.movedim(1, axis)
@@ -187,7 +190,7 @@ class KerasBatchNorm(nn.Module):
         self.num_features = num_features
         self.axis = int(axis)
         self.momentum = float(momentum)
-        self.epsilon = check_eps(epsilon)
+        self.epsilon = check_layer_eps(epsilon)
         self.center, self.scale = center, scale
         self.weight = nn.Parameter(torch.ones(num_features, **factory)) if scale else None
         self.bias = nn.Parameter(torch.zeros(num_features, **factory)) if center else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,3 +105,29 @@ def test_convert_layer_itself_and_rejects_non_modules() -> None:
     assert isinstance(new, bnlab.SyncBatchNorm) and new.eps == 1e-3
     with pytest.raises(TypeError, match=r"expected an nn\.Module, got int"):
         bnlab.convert_sync_batchnorm(3)  # type: ignore[arg-type]
+
+
+def test_constructor_signature_is_torchs() -> None:
+    def parameters(cls: type) -> list[tuple[str, object, object]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
+
+    assert parameters(bnlab.SyncBatchNorm) == parameters(nn.SyncBatchNorm)
+
+
+@pytest.mark.parametrize("source", [nn.BatchNorm2d, bnlab.BatchNorm2d, nn.SyncBatchNorm])
+def test_convert_carries_a_missing_bias(source: type[nn.Module]) -> None:
+    """bias=False stays bias=False: a weight Parameter (the same object) and bias None."""
+    bn: Any = source(4, bias=False)
+    weight = bn.weight
+    new: Any = bnlab.convert_sync_batchnorm(bn)
+    assert isinstance(new, bnlab.SyncBatchNorm)
+    assert new.weight is weight and new.bias is None
+    assert list(new.state_dict()) == [
+        "weight",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    ]
+    assert "bias=False" in repr(new)
+    y = new(torch.randn(3, 4, 2, 2))  # no process group: plain batch norm
+    assert torch.isfinite(y).all()

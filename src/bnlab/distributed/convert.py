@@ -30,7 +30,8 @@ def convert_sync_batchnorm(
     Like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, but for CPU and GPU. The new layer
     takes over the old one's Parameter and buffer objects (not copies), so weights, statistics,
     device, dtype and requires_grad are kept and an existing optimizer keeps working; the
-    train/eval mode is kept too. Works in place on the children and returns the model (or the
+    train/eval mode is kept too, and so is a missing bias (``bias=False``: the new layer's
+    ``bias`` is None as well). Works in place on the children and returns the model (or the
     new layer if ``module`` is itself a batch-norm layer). Convert *before* wrapping the model
     in DistributedDataParallel.
 
@@ -59,6 +60,7 @@ def _swap(old: Any, process_group: dist.ProcessGroup | None) -> SyncBatchNorm:
         track_running_stats=old.track_running_stats,
         process_group=process_group,
         device="meta",
+        bias=old.bias is not None,
     )
     for name in ("weight", "bias"):
         if getattr(old, name) is not None:

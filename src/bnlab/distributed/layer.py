@@ -35,6 +35,8 @@ class SyncBatchNorm(BatchNormBase):
         num_features: C, the number of channels.
         eps, momentum, affine, track_running_stats, device, dtype: as in ``bnlab.BatchNorm2d``.
         process_group: the group to synchronize over; None is the default (world) group.
+        bias: keyword only, as in ``torch.nn.SyncBatchNorm``: False gives a learnable weight
+            and no additive bias (``self.bias`` is None).
 
     Shape:
         Input: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W), contiguous or channels_last.
@@ -57,6 +59,8 @@ class SyncBatchNorm(BatchNormBase):
         process_group: dist.ProcessGroup | None = None,
         device: Any = None,
         dtype: Any = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__(
             num_features,
@@ -66,6 +70,7 @@ class SyncBatchNorm(BatchNormBase):
             track_running_stats=track_running_stats,
             device=device,
             dtype=dtype,
+            bias=bias,
         )
         self.process_group = process_group
 

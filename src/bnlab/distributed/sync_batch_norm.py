@@ -215,7 +215,7 @@ def sync_batch_norm(
     """
     check_input(input)
     eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum
+        input, running_mean, running_var, weight, bias, eps, momentum, training=True
     )
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(

@@ -1,12 +1,18 @@
 """Argument checks shared by every functional op and layer: clear errors instead of wrong results.
 
 User input is checked with exceptions (never ``assert``, which ``python -O`` removes). Messages
-name what was expected and what came.
+name what was expected and what came. What torch accepts, bnlab accepts too; where such a value
+is dangerous (eps = 0, momentum > 1) the layer constructors say so with a UserWarning
+(``check_layer_eps``, ``check_layer_momentum``) instead of refusing it. What is refused and why
+is stated per check.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import sys
+import warnings
 
 import torch
 
@@ -48,11 +54,13 @@ def check_per_channel_args(
     bias: torch.Tensor | None,
     eps: float,
     momentum: float | None,
+    *,
+    training: bool | None = None,
 ) -> tuple[float, float | None]:
     """The checks every BN op shares; returns (eps, momentum) as floats.
 
     Running statistics and affine parameters hold one value per channel of ``input`` (dim 1);
-    eps > 0; momentum in [0, 1] or None.
+    eps and momentum as in ``check_eps`` (with ``training``) and ``check_momentum``.
     """
     num_channels = input.shape[1]
     for name, t in (
@@ -62,22 +70,120 @@ def check_per_channel_args(
         ("bias", bias),
     ):
         check_channel_vector(t, name, num_channels)
-    return check_eps(eps), check_momentum(momentum)
+    return check_eps(eps, training=training), check_momentum(momentum)
 
 
-def check_eps(eps: float) -> float:
-    if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
-    return float(eps)
+def _finite_real(value: object, name: str) -> float:
+    """``value`` as a float; a non-number is a TypeError, NaN or +-inf a ValueError.
+
+    torch lets a NaN eps or momentum through and fills the output or the running statistics
+    with NaN; nothing useful can come of it, so bnlab refuses it where it is given.
+    """
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return result
+
+
+def check_eps(eps: float, *, training: bool | None = None) -> float:
+    """eps as a float, by ``torch.nn.functional.batch_norm``'s rules (torch 2.13).
+
+    - training (``training=True``): eps > 0, else ValueError. torch refuses eps <= 0 there with
+      "batch_norm eps must be positive during training"; a channel whose batch variance is 0
+      (a constant channel) would give inf/NaN.
+    - evaluation (``training=False``): eps >= 0, else ValueError (torch's rule: a negative eps
+      makes ``sqrt(var + eps)`` NaN wherever var < -eps). eps = 0 is accepted, as in torch: it
+      is exact wherever the running variance is positive, and gives inf/NaN on a channel whose
+      running variance is 0. The layers warn about it when built (``check_layer_eps``); the op
+      itself stays silent, as torch's does, since it runs at every step.
+    - ``training=None`` (mode not known to the caller, or a layer that wants eps > 0 whatever
+      the mode): eps > 0, the stricter rule.
+    - NaN, +-inf: ValueError; not a real number: TypeError (see ``_finite_real``).
+    """
+    value = _finite_real(eps, "eps")
+    if training is False:
+        if value < 0:
+            raise ValueError(
+                f"batch_norm eps must be non-negative, got {eps!r} "
+                "(sqrt(running_var + eps) is NaN wherever running_var < -eps)"
+            )
+    elif value <= 0:
+        when = " during training" if training else ""
+        raise ValueError(
+            f"batch_norm eps must be positive{when}, got {eps!r} "
+            "(a channel with zero variance would give inf/NaN)"
+        )
+    return value
+
+
+def check_layer_eps(eps: float) -> float:
+    """A layer constructor's eps, as a float: accepted as torch accepts it, warned if dangerous.
+
+    torch.nn.BatchNorm* stores any eps and leaves the checks to the forward (``check_eps``:
+    eps > 0 in training, >= 0 in evaluation); so do bnlab's layers. eps <= 0 issues a
+    UserWarning here, once per construction, naming the consequence; NaN, +-inf and
+    non-numbers are refused at once (``_finite_real``).
+    """
+    value = _finite_real(eps, "eps")
+    if value == 0:
+        _warn(
+            f"eps={eps!r}: training will raise ValueError (torch also refuses eps <= 0 in "
+            "training), and in evaluation a channel whose running variance is 0 gives inf/NaN"
+        )
+    elif value < 0:
+        _warn(
+            f"eps={eps!r} < 0: every forward will raise ValueError (eps must be positive in "
+            "training and non-negative in evaluation, as in torch)"
+        )
+    return value
 
 
 def check_momentum(momentum: float | None) -> float | None:
-    """PyTorch convention: momentum in [0, 1], or None for the cumulative moving average."""
+    """PyTorch convention: ``running = (1 - momentum) * running + momentum * batch``.
+
+    None is the cumulative moving average (``momentum = 1 / num_batches_tracked``). Accepted:
+    any finite momentum >= 0, as torch accepts it. momentum > 1 is allowed (the layers warn
+    when built, ``check_layer_momentum``): the update then overshoots the batch statistics,
+    the running average oscillates, and diverges for momentum > 2. Refused (ValueError):
+    momentum < 0, which torch accepts but which pushes the running statistics away from every
+    batch (they always diverge; bnlab's kernels also reserve negative values for None), and
+    NaN or +-inf. Not a real number: TypeError.
+    """
     if momentum is None:
         return None
-    if not isinstance(momentum, int | float) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-    return float(momentum)
+    value = _finite_real(momentum, "momentum")
+    if value < 0:
+        raise ValueError(
+            f"momentum must be >= 0 or None, got {momentum!r}: a negative momentum moves the "
+            "running statistics away from every batch, so they diverge"
+        )
+    return value
+
+
+def check_layer_momentum(momentum: float | None) -> float | None:
+    """A layer constructor's momentum: ``check_momentum``, plus a UserWarning when > 1."""
+    value = check_momentum(momentum)
+    if value is not None and value > 1:
+        _warn(
+            f"momentum={momentum!r} > 1: the running statistics overshoot each batch's "
+            "(running = (1 - momentum) * running + momentum * batch extrapolates past the "
+            "batch); they oscillate, and diverge for momentum > 2. PyTorch's convention is "
+            "momentum in [0, 1] (Keras's momentum=0.99 is 0.01 here)"
+        )
+    return value
+
+
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the first caller outside bnlab (the line that built the
+    layer), so Python's default filter shows it once per such line."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("bnlab."):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def check_batch_size(x: torch.Tensor) -> None:

@@ -4,25 +4,18 @@
 ``"identity"`` (plain batch norm). On the compiled CPU kernels the activation is applied in the
 same pass that writes y (the output is written once), and the backward recomputes act'(z) from
 x inside its two passes over (dy, x), so the fusion costs no extra full-size pass or saved
-tensor. Everything else (checks, running statistics, eval mode, torch.compile support) is
-``batch_norm``'s.
+tensor. Everything else (checks, running statistics, eval mode, torch.compile and export,
+tracing, torch.func transforms, double backward) is ``batch_norm``'s.
 """
 
 from __future__ import annotations
 
 import torch
 
-from bnlab.functional.batch_norm import _batch_norm
+from bnlab.functional.batch_norm import _batch_norm, check_activation
 from bnlab.kernels.portable import ACTIVATIONS
 
-__all__ = ["ACTIVATIONS", "batch_norm_act"]
-
-
-def check_activation(activation: object) -> str:
-    """``activation`` must name one of ``ACTIVATIONS``."""
-    if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    return activation
+__all__ = ["ACTIVATIONS", "batch_norm_act", "check_activation"]
 
 
 def batch_norm_act(
@@ -59,5 +52,5 @@ def batch_norm_act(
         momentum,
         eps,
         num_batches_tracked,
-        check_activation(activation),
+        activation,
     )

@@ -7,13 +7,13 @@ Subclasses only say which input ranks they accept.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from bnlab.functional._checks import check_eps, check_momentum
-from bnlab.functional.batch_norm import batch_norm
+from bnlab.functional._checks import check_layer_eps, check_layer_momentum
+from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
 
 
 class BatchNormBase(nn.Module):
@@ -21,10 +21,14 @@ class BatchNormBase(nn.Module):
 
     _version = 2  # torch's: version 2 added num_batches_tracked to the state_dict
     expected_dims: tuple[int, ...] = ()
+    __constants__ = ("expected_dims",)  # for TorchScript, which reads it when compiling
 
-    num_batches_tracked: torch.Tensor | None
-    running_mean: torch.Tensor | None
-    running_var: torch.Tensor | None
+    if TYPE_CHECKING:  # for mypy only: TorchScript must infer these from the values (a Tensor,
+        # or None without tracking); declared Optional, they would stop being buffers there and
+        # leave the scripted module's state_dict
+        num_batches_tracked: torch.Tensor | None
+        running_mean: torch.Tensor | None
+        running_var: torch.Tensor | None
 
     def __init__(
         self,
@@ -35,19 +39,34 @@ class BatchNormBase(nn.Module):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: Any = None,
+        *,
+        bias: bool = True,
     ) -> None:
+        """torch.nn.BatchNorm*'s constructor (torch 2.13), argument for argument.
+
+        ``bias=False`` (keyword only, as in torch; only meaningful with ``affine=True``): a
+        learnable ``weight`` and no additive bias; ``self.bias`` is registered as None, so the
+        state_dict has no ``bias`` key, exactly like torch's. eps and momentum are stored as
+        torch stores them, with a UserWarning where they are dangerous (eps <= 0, momentum > 1;
+        see ``check_layer_eps`` and ``check_layer_momentum``); the forward refuses eps <= 0 in
+        training and eps < 0 in evaluation, as torch's does. NaN or infinite values and a
+        negative momentum are refused here (ValueError).
+        """
         super().__init__()
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
             raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
-        self.eps = check_eps(eps)
-        self.momentum = check_momentum(momentum)
+        self.eps = check_layer_eps(eps)
+        self.momentum = check_layer_momentum(momentum)
         self.affine = affine
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -76,7 +95,8 @@ class BatchNormBase(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if not isinstance(input, torch.Tensor):
@@ -90,33 +110,72 @@ class BatchNormBase(nn.Module):
                 f"got {input.shape[1]} (input shape {tuple(input.shape)})"
             )
 
-    def _op_kwargs(self) -> dict[str, Any]:
-        """The functional op's arguments under PyTorch's rules, for every layer built on this base.
+    def _stats_args(
+        self,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, bool]:
+        """(running_mean, running_var, num_batches_tracked, training) for the functional op.
 
-        Batch statistics in training, and in eval when no running statistics are kept; the
-        running statistics (and num_batches_tracked) are updated only in training with tracking.
+        PyTorch's rules, for every layer built on this base: batch statistics in training, and in
+        eval when no running statistics are kept; the running statistics (and
+        num_batches_tracked) are updated only in training with tracking.
         """
         update = self.training and self.track_running_stats
         use_running = update or not self.training
+        return (
+            self.running_mean if use_running else None,
+            self.running_var if use_running else None,
+            self.num_batches_tracked if update else None,
+            self.training or self.running_mean is None,
+        )
+
+    def _op_kwargs(self) -> dict[str, Any]:
+        """The functional op's arguments: ``_stats_args``, the parameters, momentum and eps."""
+        running_mean, running_var, num_batches_tracked, training = self._stats_args()
         return {
-            "running_mean": self.running_mean if use_running else None,
-            "running_var": self.running_var if use_running else None,
+            "running_mean": running_mean,
+            "running_var": running_var,
             "weight": self.weight,
             "bias": self.bias,
-            "training": self.training or self.running_mean is None,
+            "training": training,
             "momentum": self.momentum,
             "eps": self.eps,
-            "num_batches_tracked": self.num_batches_tracked if update else None,
+            "num_batches_tracked": num_batches_tracked,
         }
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return self._graph_forward(input)
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
+        """forward in eager mode, under torch.compile and under torch.func transforms."""
         self._check_input_dim(input)
         return batch_norm(input, **self._op_kwargs())
 
+    def _graph_forward(self, input: torch.Tensor) -> torch.Tensor:
+        """forward as TorchScript compiles it and torch.jit.trace records it.
+
+        ``batch_norm``'s dispatcher-op path with explicit arguments (TorchScript has neither
+        ``**kwargs`` nor ``batch_norm``'s keyword-only arguments), after the rank check; the channel count is checked by the op (weight, bias and running statistics
+        must match dimension 1). Not ``_check_input_dim``: TorchScript cannot compile its
+        ``tuple(input.shape)``, and the tracer would warn at its comparison of sizes.
+        """
+        if input.dim() not in self.expected_dims:
+            wanted = " or ".join([str(d) + "D" for d in self.expected_dims])
+            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        running_mean, running_var, num_batches_tracked, training = self._stats_args()
+        return _batch_norm_ops(
+            input, running_mean, running_var, self.weight, self.bias, training, self.momentum,
+            self.eps, num_batches_tracked, "identity",
+        )  # fmt: skip
+
     def extra_repr(self) -> str:
+        # torch 2.13's, word for word (``bias`` says whether there is an additive bias)
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
     def _load_from_state_dict(
@@ -129,11 +188,14 @@ class BatchNormBase(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        # Checkpoints written before num_batches_tracked existed (version < 2) lack the key.
+        # Checkpoints written before num_batches_tracked existed (version < 2) lack the key:
+        # as torch 2.13 does, the layer keeps its own counter (0 if it has none on a real device).
         version = local_metadata.get("version")
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
+            own = self.num_batches_tracked
+            real = own is not None and own.device.type != "meta"
+            state_dict[key] = own if real else torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

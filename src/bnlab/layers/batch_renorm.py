@@ -58,8 +58,10 @@ class _BatchRenormBase(BatchNormBase):
         relax_steps: int = 0,
         device: Any = None,
         dtype: Any = None,
+        *,
+        bias: bool = True,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype, bias=bias)
         self.schedule = RenormSchedule(rmax, dmax, warmup_steps, relax_steps)
 
     def current_limits(self) -> tuple[float, float]:
@@ -89,8 +91,8 @@ class _BatchRenormBase(BatchNormBase):
         s = self.schedule
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"rmax={s.rmax}, dmax={s.dmax}, warmup_steps={s.warmup_steps}, "
-            f"relax_steps={s.relax_steps}"
+            f"bias={self.bias is not None}, rmax={s.rmax}, dmax={s.dmax}, "
+            f"warmup_steps={s.warmup_steps}, relax_steps={s.relax_steps}"
         )
 
 
@@ -103,7 +105,8 @@ _DOC = """Batch renormalization over a {rank} input (Ioffe 2017, arXiv 1702.0327
     the corrections need them).
 
     Args:
-        num_features, eps, momentum, affine, device, dtype: as in ``bnlab.BatchNorm{suffix}``.
+        num_features, eps, momentum, affine, device, dtype, bias (keyword only): as in
+            ``bnlab.BatchNorm{suffix}``.
         rmax: final clipping limit of r, >= 1. Default 3.
         dmax: final clipping limit of d, >= 0. Default 5.
         warmup_steps: training batches with rmax=1, dmax=0 (pure batch norm). Default 0.

@@ -89,6 +89,14 @@ class _BatchNormAct(BatchNormBase):
         self.act = activation_module(activation)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # TorchScript cannot pick the fused kernel by the children's types: batch norm, then
+            # the children themselves (the same function, one more pass over the output)
+            return self.act(self.drop(self._graph_forward(input)))
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
 

@@ -26,8 +26,12 @@ class _GhostBatchNormBase(BatchNormBase):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: Any = None,
+        *,
+        bias: bool = True,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
         self.virtual_batch_size = check_virtual_batch_size(virtual_batch_size)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -49,7 +53,8 @@ _DOC = """Ghost (virtual) batch norm over a {rank} input (Hoffer et al. 2017, ar
     Args:
         num_features: C.
         virtual_batch_size: samples per virtual batch (k). Default 32.
-        eps, momentum, affine, track_running_stats, device, dtype: as in ``BatchNorm{suffix}``.
+        eps, momentum, affine, track_running_stats, device, dtype, bias (keyword only): as in
+            ``BatchNorm{suffix}``.
 
     Shape: {shape}, output of the same shape.
     """
