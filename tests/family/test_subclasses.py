@@ -118,3 +118,20 @@ def test_affine_without_bias_survives_every_transform(assert_close):
             ("fold", bnlab.fold_batchnorm(model)),
         ):
             assert_close(result(x), expected, atol=1e-5, what=name)
+
+
+def test_convert_sync_batchnorm_names_what_it_leaves():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), bnlab.BatchNormAct2d(4), ShiftedBatchNorm2d(4), nn.BatchNorm2d(4)
+    )
+    with pytest.warns(UserWarning, match="no synchronized counterpart") as record:
+        converted = bnlab.convert_sync_batchnorm(model)
+    assert len(record) == 1
+    assert "BatchNormAct2d" in str(record[0].message)
+    assert "ShiftedBatchNorm2d" in str(record[0].message)
+    assert [type(m) for m in converted] == [
+        nn.Conv2d,
+        bnlab.BatchNormAct2d,
+        ShiftedBatchNorm2d,
+        bnlab.SyncBatchNorm,
+    ]

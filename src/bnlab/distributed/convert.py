@@ -9,8 +9,11 @@ from torch import nn
 
 from bnlab.distributed.layer import SyncBatchNorm
 from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from bnlab.transforms.layer_classes import role_of, warn_unknown
+from bnlab.transforms.swap import adopt, replace_children
 
-# Exact classes only: subclasses (renorm, ghost, frozen, ...) carry behaviour a swap would lose.
+# Exact classes only: subclasses (renorm, ghost, norm+act, ...) carry behaviour a swap would lose;
+# they are left as they are, with one warning naming them (frozen layers need no statistics).
 _CONVERTIBLE: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
@@ -42,17 +45,24 @@ def convert_sync_batchnorm(
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
-    if type(module) in _CONVERTIBLE:
-        return _swap(module, process_group)
-    for name, child in module.named_children():
-        converted = convert_sync_batchnorm(child, process_group)
-        if converted is not child:
-            setattr(module, name, converted)
-    return module
+    left: list[tuple[str, nn.Module]] = []
+
+    def replacement(old: nn.Module, path: str) -> nn.Module | None:
+        if type(old) in _CONVERTIBLE:
+            return adopt(old, _synchronized_like(old, process_group))
+        if role_of(old) is not None:  # norm+act, frozen, variants, unknown subclasses
+            if role_of(old) not in ("frozen", "frozen_act") and type(old) is not SyncBatchNorm:
+                left.append((path, old))
+            return old
+        return None
+
+    result = replace_children(module, replacement)
+    warn_unknown("convert_sync_batchnorm", left, "has no synchronized counterpart in bnlab")
+    return result
 
 
-def _swap(old: Any, process_group: dist.ProcessGroup | None) -> SyncBatchNorm:
-    new = SyncBatchNorm(
+def _synchronized_like(old: Any, process_group: dist.ProcessGroup | None) -> SyncBatchNorm:
+    return SyncBatchNorm(
         old.num_features,
         eps=old.eps,
         momentum=old.momentum,
@@ -62,10 +72,3 @@ def _swap(old: Any, process_group: dist.ProcessGroup | None) -> SyncBatchNorm:
         device="meta",
         bias=old.bias is not None,
     )
-    for name in ("weight", "bias"):
-        if getattr(old, name) is not None:
-            setattr(new, name, getattr(old, name))
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        new.register_buffer(name, getattr(old, name))
-    new.train(old.training)
-    return new

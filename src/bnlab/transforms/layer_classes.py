@@ -142,19 +142,24 @@ def eval_scale_shift(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | N
     return scale, shift
 
 
-def warn_unknown(transform: str, found: Iterable[tuple[str, nn.Module]]) -> None:
-    """One warning naming every BN-like layer ``transform`` left alone because it could not know
-    what its forward does (``found``: (path, module) pairs)."""
+def warn_unknown(
+    transform: str, found: Iterable[tuple[str, nn.Module]], reason: str | None = None
+) -> None:
+    """One warning naming every BN-like layer ``transform`` left alone (``found``: (path,
+    module) pairs); by default because it could not know what the layer's forward does."""
     found = list(found)
     if not found:
         return
-    classes = sorted({f"{type(m).__module__}.{type(m).__qualname__}" for _, m in found})
+    classes = ", ".join(sorted({f"{type(m).__module__}.{type(m).__qualname__}" for _, m in found}))
     paths = ", ".join(path or "<model>" for path, _ in found[:5])
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    why = reason or (
+        "has a forward of its own, which bnlab does not know, so changing it could change the "
+        "model's outputs silently"
+    )
     warnings.warn(
         f"bnlab.{transform} left {len(found)} batch-norm layer(s) unchanged ({paths}{more}): "
-        f"{', '.join(classes)} has a forward of its own, which bnlab does not know, so changing "
-        "it could change the model's outputs silently",
+        f"{classes} {why}",
         UserWarning,
         stacklevel=3,
     )
