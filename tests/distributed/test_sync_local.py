@@ -13,7 +13,8 @@ import torch.distributed as dist
 from torch import nn
 
 import bnlab
-from bnlab.distributed import combine_stats, sync_batch_norm
+from bnlab.distributed import sync_batch_norm
+from bnlab.kernels.moments import combine_moments
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ def test_combine_equals_numpy_on_concatenation(
     m2s = torch.tensor(
         np.stack([((p - p.mean(0)) ** 2).sum(0) if len(p) else np.zeros(3) for p in parts])
     )
-    n, mean, m2 = combine_stats(counts, means, m2s)
+    n, mean, m2 = combine_moments(counts, means, m2s)
     full = np.concatenate(parts)
     assert int(n) == len(full)
     assert_close(mean, full.mean(0), atol=1e-9, rtol=1e-14, what="mean")
@@ -39,7 +40,7 @@ def test_combine_equals_numpy_on_concatenation(
 
 
 def test_combine_all_empty_is_zero() -> None:
-    n, mean, m2 = combine_stats(torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3))
+    n, mean, m2 = combine_moments(torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3))
     assert int(n) == 0
     assert torch.equal(mean, torch.zeros(3)) and torch.equal(m2, torch.zeros(3))
 

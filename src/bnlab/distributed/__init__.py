@@ -6,6 +6,6 @@
 
 from bnlab.distributed.convert import convert_sync_batchnorm
 from bnlab.distributed.layer import SyncBatchNorm
-from bnlab.distributed.sync_batch_norm import combine_stats, sync_batch_norm
+from bnlab.distributed.sync_batch_norm import sync_batch_norm
 
-__all__ = ["SyncBatchNorm", "combine_stats", "convert_sync_batchnorm", "sync_batch_norm"]
+__all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm"]

@@ -38,8 +38,9 @@ from bnlab.functional._checks import (
 )
 from bnlab.functional.running_stats import update_running_stats
 from bnlab.kernels.common import channel_view, like
+from bnlab.kernels.moments import combine_moments
 
-__all__ = ["SyncBatchNormFunction", "combine_stats", "sync_batch_norm"]
+__all__ = ["SyncBatchNormFunction", "sync_batch_norm"]
 
 # The gathered statistics table travels in float64: exact counts, no loss in the combine.
 _TABLE_DTYPE = torch.float64
@@ -47,29 +48,6 @@ _TABLE_DTYPE = torch.float64
 # One tensor in, the ranks' tensors concatenated out: named all_gather_single since torch 2.10,
 # all_gather_into_tensor before.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-def combine_stats(
-    counts: torch.Tensor, means: torch.Tensor, m2s: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chan's parallel-variance combine of per-rank statistics.
-
-    Args:
-        counts: (W,) values per channel on each rank (may be 0).
-        means: (W, C) per-rank means (any finite value where the count is 0).
-        m2s: (W, C) per-rank sums of squared deviations from the rank's own mean.
-
-    Returns:
-        ``(n, mean, m2)``: the total count (0-dim), the global mean (C,) and the global sum of
-        squared deviations (C,), all in the dtype of ``means``. With ``n == 0`` the mean and M2
-        are 0.
-    """
-    n = counts.sum()
-    weights = counts / n.clamp(min=1)  # (W,); all zero when n == 0
-    mean = (weights[:, None] * means).sum(0)
-    dev = means - mean
-    m2 = m2s.sum(0) + (counts[:, None] * dev * dev).sum(0)
-    return n, mean, m2
 
 
 def _local_stats(x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -96,7 +74,7 @@ def _gather_stats(
     flat = torch.empty(world * (2 * c + 1), dtype=_TABLE_DTYPE, device=x.device)
     _all_gather_single(flat, packed, group=group)
     table = flat.view(world, 2 * c + 1)
-    n, g_mean, g_m2 = combine_stats(table[:, 0], table[:, 1 : c + 1], table[:, c + 1 :])
+    n, g_mean, g_m2 = combine_moments(table[:, 0], table[:, 1 : c + 1], table[:, c + 1 :])
     total = int(n.item())
     g_var = g_m2 / max(total, 1)
     acc = mean.dtype

@@ -27,31 +27,34 @@ from torch import nn
 
 from bnlab import kernels
 from bnlab.functional.masked_batch_norm import check_mask, select_positions
+from bnlab.kernels.moments import combine_moments
 from bnlab.layers.masked import MaskedBatchNorm1d
 from bnlab.transforms.layer_classes import is_trainable_bn, role_of, warn_unknown
 
 
 class _Moments:
-    """Exact running count, mean and sum of squared deviations (M2) per channel, float64."""
+    """Per-channel (count, mean, M2) of every batch seen, in float64, merged at the end with
+    Chan's formula (``kernels.moments.combine_moments``): exact whatever the batch sizes."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
+        self.counts: list[int] = []
+        self.means: list[torch.Tensor] = []
+        self.m2s: list[torch.Tensor] = []
 
     def add(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-        """Merge a batch given by its mean, biased variance and number of values."""
-        if count == 0:
-            return
-        mean, m2 = mean.double(), var.double() * count
-        if self.mean is None or self.m2 is None:
-            self.count, self.mean, self.m2 = count, mean, m2
-            return
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.count * count / total)
-        self.count = total
+        """Record a batch given by its mean, biased variance and number of values."""
+        if count > 0:
+            self.counts.append(count)
+            self.means.append(mean.double())
+            self.m2s.append(var.double() * count)
+
+    def total(self) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+        """(count, mean, M2) of everything recorded, or None if nothing was."""
+        if not self.counts:
+            return None
+        counts = torch.tensor(self.counts, dtype=torch.float64, device=self.means[0].device)
+        n, mean, m2 = combine_moments(counts, torch.stack(self.means), torch.stack(self.m2s))
+        return int(n), mean, m2
 
 
 def _batch_moments(
@@ -153,10 +156,11 @@ def recalibrate(
                 m.num_batches_tracked.copy_(tracked)
     with torch.no_grad():
         for m in layers:
-            acc = moments[id(m)]
-            if acc.mean is None or acc.m2 is None:
+            total = moments[id(m)].total()
+            if total is None:
                 continue
-            var = acc.m2 / (acc.count - 1) if acc.count > 1 else acc.m2
-            m.running_mean.copy_(acc.mean.to(m.running_mean.dtype))
+            count, mean, m2 = total
+            var = m2 / (count - 1) if count > 1 else m2
+            m.running_mean.copy_(mean.to(m.running_mean.dtype))
             m.running_var.copy_(var.to(m.running_var.dtype))
     return model
