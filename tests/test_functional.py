@@ -129,13 +129,19 @@ def test_gradcheck(training):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-def test_double_backward_raises_clear_error():
+def test_double_backward_matches_torch(assert_close):
+    """create_graph=True works (recomputed with torch ops; see test_script_trace_vmap.py)."""
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    y = BF.batch_norm(x, None, None, training=True)
-    (g,) = torch.autograd.grad(y.pow(3).sum(), x, create_graph=False)
-    assert g.shape == x.shape
-    with pytest.raises(NotImplementedError, match="double backward"):
-        torch.autograd.grad(y.pow(3).sum(), x, create_graph=True)
+    x_ref = x.detach().clone().requires_grad_()
+    (g,) = torch.autograd.grad(
+        BF.batch_norm(x, None, None, training=True).pow(3).sum(), x, create_graph=True
+    )
+    (g_ref,) = torch.autograd.grad(
+        F.batch_norm(x_ref, None, None, training=True).pow(3).sum(), x_ref, create_graph=True
+    )
+    (gg,) = torch.autograd.grad(g.square().sum(), x)
+    (gg_ref,) = torch.autograd.grad(g_ref.square().sum(), x_ref)
+    assert_close(gg, gg_ref, atol=1e-10, what="second derivative")
 
 
 @settings(max_examples=40, deadline=None)

@@ -302,12 +302,6 @@ def test_eps_zero_warns_and_training_refuses_it_as_torch_does(ours_cls, torch_cl
         ours(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="needs bnlab/functional/batch_norm.py to pass training=training to "
-    "check_per_channel_args (torch accepts eps=0 in eval); remove this mark when it does",
-)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_eps_zero_in_eval_matches_torch(dtype, assert_close):
     tol = 1e-10 if dtype == torch.float64 else 1e-5

@@ -273,3 +273,34 @@ def test_no_copies_beyond_torchs(zoo_libraries, name):
     theirs = copies_in_training_step(copy.deepcopy(model))
     ours = copies_in_training_step(bnlab.convert(model))
     assert ours <= theirs, f"bnlab's step made {ours} copies, torch's {theirs}"
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_matches_eager(zoo_libraries, model_name, how):
+    """torch.jit.script / torch.jit.trace of the converted model, and of it frozen: eval outputs
+    equal eager bnlab's; in training, the output and running statistics after one step too."""
+    model = bnlab.convert(build(zoo_libraries, model_name))
+    randomize_statistics(model)
+    x = images()
+
+    def graph(m: nn.Module) -> nn.Module:
+        m = copy.deepcopy(m)
+        # in training every traced run updates the running statistics: no check_trace reruns
+        return torch.jit.script(m) if how == "script" else torch.jit.trace(m, x, check_trace=False)
+
+    with torch.no_grad():
+        for variant in (model.eval(), bnlab.freeze(copy.deepcopy(model))):
+            diff = relative_difference(graph(variant)(x), variant(x))
+            assert diff <= 1e-6, f"{type(variant).__name__} eval: relative difference {diff:.3e}"
+    model.train()
+    compiled = graph(model)
+    model.load_state_dict(compiled.state_dict())  # tracing ran a training step already
+    torch.manual_seed(3)
+    out = compiled(x)
+    torch.manual_seed(3)
+    expected = model(x)
+    pairs = {"output": (out, expected)}
+    for (name, b), b_graph in zip(model.named_buffers(), compiled.buffers(), strict=True):
+        pairs[name] = (b_graph, b)
+    key, diff = worst(pairs)
+    assert diff <= 1e-5, f"train {key}: relative difference {diff:.3e}"

@@ -78,13 +78,14 @@ def _check_args(
     training: bool,
     momentum: float | None,
     eps: float,
-    activation: str,
 ) -> tuple[float, float | None]:
-    """The argument checks of every front door (the eager op, and the custom ops themselves)."""
+    """The argument checks of every front door (the eager op, and the custom ops themselves).
+
+    The activation is checked apart (``check_activation``): plain batch norm needs no check.
+    """
     check_input(input)
-    check_activation(activation)
     eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum
+        input, running_mean, running_var, weight, bias, eps, momentum, training=training
     )
     if training:
         check_batch_size(input)
@@ -237,7 +238,8 @@ def _forward_op(
     activation: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     training = stats_mean is None or stats_var is None
-    eps, _ = _check_args(x, stats_mean, stats_var, weight, bias, training, None, eps, activation)
+    eps, _ = _check_args(x, stats_mean, stats_var, weight, bias, training, None, eps)
+    check_activation(activation)
     y, mean, var, invstd = _forward(x, weight, bias, stats_mean, stats_var, eps, activation)
     # A custom op's outputs may not alias its inputs (``.to`` returns the running buffer itself).
     if stats_mean is not None:
@@ -524,7 +526,7 @@ def _batch_norm(
             num_batches_tracked, activation,
         )  # fmt: skip
     eps, momentum = _check_args(
-        input, running_mean, running_var, weight, bias, training, momentum, eps, activation
+        input, running_mean, running_var, weight, bias, training, momentum, eps
     )
     stats_mean, stats_var = _normalizing_stats(training, running_mean, running_var)
     running = None

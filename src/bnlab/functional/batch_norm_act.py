@@ -52,5 +52,5 @@ def batch_norm_act(
         momentum,
         eps,
         num_batches_tracked,
-        activation,
+        check_activation(activation),
     )

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bnlab.functional._checks import check_layer_eps, check_layer_momentum
-from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
+from bnlab.functional.batch_norm import _batch_norm, _batch_norm_ops
 
 
 class BatchNormBase(nn.Module):
@@ -149,16 +149,25 @@ class BatchNormBase(nn.Module):
 
     @torch.jit.unused
     def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
-        """forward in eager mode, under torch.compile and under torch.func transforms."""
+        """forward in eager mode, under torch.compile and under torch.func transforms.
+
+        ``batch_norm``'s implementation with positional arguments: no dict nor keyword unpacking
+        on this per-call path (``_op_kwargs`` is for the subclasses' ops).
+        """
         self._check_input_dim(input)
-        return batch_norm(input, **self._op_kwargs())
+        running_mean, running_var, num_batches_tracked, training = self._stats_args()
+        return _batch_norm(
+            input, running_mean, running_var, self.weight, self.bias, training, self.momentum,
+            self.eps, num_batches_tracked, "identity",
+        )  # fmt: skip
 
     def _graph_forward(self, input: torch.Tensor) -> torch.Tensor:
         """forward as TorchScript compiles it and torch.jit.trace records it.
 
         ``batch_norm``'s dispatcher-op path with explicit arguments (TorchScript has neither
-        ``**kwargs`` nor ``batch_norm``'s keyword-only arguments), after the rank check; the channel count is checked by the op (weight, bias and running statistics
-        must match dimension 1). Not ``_check_input_dim``: TorchScript cannot compile its
+        ``**kwargs`` nor ``batch_norm``'s keyword-only arguments), after the rank check; the
+        channel count is checked by the op (weight, bias and running statistics must match
+        dimension 1). Not ``_check_input_dim``: TorchScript cannot compile its
         ``tuple(input.shape)``, and the tracer would warn at its comparison of sizes.
         """
         if input.dim() not in self.expected_dims:

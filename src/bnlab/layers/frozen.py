@@ -20,13 +20,13 @@ layer with ``bias=False``; the output is the same either way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from bnlab.functional._checks import check_eps
-from bnlab.functional.batch_norm import batch_norm
+from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
 from bnlab.layers.batchnorm_act import activation_module, norm_then_act
 
 
@@ -34,11 +34,14 @@ class FrozenBatchNormBase(nn.Module):
     """Shared machinery; subclasses only say which input ranks they accept."""
 
     expected_dims: tuple[int, ...] = ()
-    weight: torch.Tensor
-    bias: torch.Tensor
-    running_mean: torch.Tensor
-    running_var: torch.Tensor
-    num_batches_tracked: torch.Tensor
+    __constants__ = ("expected_dims",)  # for TorchScript, which reads it when compiling
+
+    if TYPE_CHECKING:  # for mypy only (TorchScript infers buffers from their values)
+        weight: torch.Tensor
+        bias: torch.Tensor
+        running_mean: torch.Tensor
+        running_var: torch.Tensor
+        num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
@@ -88,8 +91,24 @@ class FrozenBatchNormBase(nn.Module):
         }
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return self._graph_forward(input)
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         return batch_norm(input, **self._op_kwargs())
+
+    def _graph_forward(self, input: torch.Tensor) -> torch.Tensor:
+        """forward for TorchScript and torch.jit.trace (see ``BatchNormBase._graph_forward``)."""
+        if input.dim() not in self.expected_dims:
+            wanted = " or ".join([str(d) + "D" for d in self.expected_dims])
+            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        return _batch_norm_ops(
+            input, self.running_mean, self.running_var, self.weight, self.bias, False, None,
+            self.eps, None, "identity",
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -153,6 +172,12 @@ class _FrozenBatchNormAct(FrozenBatchNormBase):
         self.act = activation_module(activation)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return self.act(self.drop(self._graph_forward(input)))
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
         return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
 
