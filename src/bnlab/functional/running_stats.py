@@ -13,6 +13,7 @@ touch the running statistics: the update is skipped and a warning is issued once
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,64 +65,66 @@ def update_running_stats(
     """Fold one batch's ``mean`` and biased ``var`` (over ``count`` values) into the buffers.
 
     Increments ``num_batches_tracked`` when given. Returns False if the update was skipped
-    because the batch statistics were not finite. CPU float32/float64 tensors are updated in
-    place through NumPy views (same formulas), other devices and dtypes with torch ops.
+    because the batch statistics were not finite. The formula (``blend``) is computed in float64
+    and rounded once to the buffer's dtype: in float32, ``r + f * (v - r)`` with f = 1 (the first
+    cumulative step) would lose v's low digits when v is far below r. CPU float32/float64
+    buffers are updated in place through NumPy views (a NumPy op costs about a microsecond on
+    these small vectors, a torch op several), others with torch ops; the compiled CPU kernels
+    keep a copy of this function (``kernels.cpu_entries._fold_running``), which
+    tests/test_running_stats.py checks bit for bit against this one.
     """
-    if running_mean is None and running_var is None:
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-        return True
-    if count == 0:  # empty batch: nothing to learn from, as in PyTorch
+    if (running_mean is None and running_var is None) or count == 0:
+        # nothing to update, or an empty batch (nothing to learn from, as in PyTorch)
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         return True
     views = _numpy_views(running_mean, running_var, mean, var)
-    if views is not None:
-        rm, rv, m, v = views
-        assert m is not None and v is not None
-        if not (np.isfinite(m).all() and np.isfinite(v).all()):
-            warn_non_finite()
-            return False
-        tracked = 0
-        if num_batches_tracked is not None:
-            if num_batches_tracked.device.type == "cpu":
-                counter = num_batches_tracked.detach().numpy()
-                counter += 1
-                tracked = int(counter)
-            else:
-                num_batches_tracked.add_(1)
-                tracked = int(num_batches_tracked.item())
-        if momentum is None:
-            if num_batches_tracked is None:
-                raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-            factor = 1.0 / tracked
-        else:
-            factor = momentum
-        # in float64, then rounded once: in float32, r + f * (v - r) with f = 1 (the first
-        # cumulative step) would lose v's low digits when v is far below r
-        if rm is not None:
-            r = rm.astype(np.float64)
-            rm[...] = r + factor * (m.astype(np.float64) - r)
-        if rv is not None:
-            r = rv.astype(np.float64)
-            correction = count / (count - 1) if count > 1 else 1.0
-            rv[...] = r + factor * (v.astype(np.float64) * correction - r)
-        return True
-    if not bool(torch.isfinite(mean).all() and torch.isfinite(var).all()):
+    finite = (
+        all(np.isfinite(a).all() for a in views[2:] if a is not None)
+        if views is not None
+        else bool(torch.isfinite(mean).all() and torch.isfinite(var).all())
+    )
+    if not finite:
         warn_non_finite()
         return False
-    if num_batches_tracked is not None:
-        num_batches_tracked.add_(1)
+    tracked = _count_batch(num_batches_tracked)
     if momentum is None:
         if num_batches_tracked is None:
             raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-        factor = 1.0 / float(num_batches_tracked.item())
+        factor = 1.0 / tracked
     else:
         factor = momentum
+    correction = count / (count - 1) if count > 1 else 1.0
+    if views is not None:
+        rm, rv, m, v = views
+        for running, batch, corr in ((rm, m, 1.0), (rv, v, correction)):
+            if running is not None and batch is not None:
+                running[...] = blend(
+                    running.astype(np.float64), batch.astype(np.float64), factor, corr
+                )
+        return True
     with torch.no_grad():
-        if running_mean is not None:
-            running_mean.lerp_(mean.to(running_mean.dtype), factor)
-        if running_var is not None:
-            unbiased = var * (count / (count - 1)) if count > 1 else var
-            running_var.lerp_(unbiased.to(running_var.dtype), factor)
+        for buffer, stat, corr in ((running_mean, mean, 1.0), (running_var, var, correction)):
+            if buffer is not None:
+                wide = torch.float32 if buffer.device.type == "mps" else torch.float64
+                buffer.copy_(blend(buffer.to(wide), stat.to(wide), factor, corr))
     return True
+
+
+def blend(running: Any, batch: Any, factor: float, correction: float) -> Any:
+    """``running + factor * (batch * correction - running)``: the one formula of the update, on
+    float64 NumPy arrays or torch tensors alike (``correction`` is n / (n - 1) for the variance,
+    1 for the mean)."""
+    return running + factor * (batch * correction - running)
+
+
+def _count_batch(num_batches_tracked: torch.Tensor | None) -> int:
+    """Increment the counter (if any) and return its new value (0 without a counter)."""
+    if num_batches_tracked is None:
+        return 0
+    if num_batches_tracked.device.type == "cpu":
+        counter = num_batches_tracked.detach().numpy()
+        counter += 1
+        return int(counter)
+    num_batches_tracked.add_(1)
+    return int(num_batches_tracked.item())
