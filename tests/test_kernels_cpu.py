@@ -389,3 +389,25 @@ def test_eval_forms_match_float64(offset, form, fmt, assert_close):
     y = batch_norm(x, rm, rv, w, b, training=False)
     ref = F.batch_norm(x.double(), rm.double(), rv.double(), w.double(), b.double())
     assert_close(y, ref, atol=2e-5, rtol=1e-5, what=f"eval output, {form}")
+
+
+@pytest.mark.parametrize(
+    ("entry", "args", "extra"),
+    [
+        ("train_forward_ncs", "TrainForwardArgs", ("by_channel",)),
+        ("train_forward_rows", "TrainForwardArgs", ()),
+        ("affine_forward_ncs", "AffineForwardArgs", ()),
+        ("affine_forward_rows", "AffineForwardArgs", ()),
+        ("backward_ncs", "BackwardArgs", ("by_channel",)),
+        ("backward_rows", "BackwardArgs", ()),
+    ],
+)
+def test_entry_signatures_follow_their_named_arguments(entry, args, extra):
+    """The compiled entries are called with ``*NamedTuple``: the order must be the entry's."""
+    import inspect
+
+    from bnlab.kernels import cpu_entries
+
+    params = list(inspect.signature(getattr(cpu_entries, entry).py_func).parameters)
+    names = list(getattr(cpu_entries, args)._fields)
+    assert params == [*names, *extra]

@@ -149,9 +149,10 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, c, s, rows = _geometry(xd, fmt)
     mean, var = _stat_vectors(x, 2)
     _sync_threads(x.numel())
-    args = (
-        xd.data_ptr(), 0, n, c, s, 0, 0, 1.0, 0, mean.data_ptr(), var.data_ptr(), 0,
-        0, 0, 0, 0.0, _ONE[x.dtype],
+    args = entries.TrainForwardArgs(
+        x=xd.data_ptr(), y=0, n=n, c=c, spatial=s, weight=0, bias=0, eps=1.0, act=0,
+        mean_out=mean.data_ptr(), var_out=var.data_ptr(), invstd_out=0, running_mean=0,
+        running_var=0, num_batches_tracked=0, momentum=0.0, proto=_ONE[x.dtype],
     )  # fmt: skip
     if rows:
         entries.train_forward_rows(*args)
@@ -178,10 +179,12 @@ def _affine(
     _sync_threads(x.numel())
     entry = entries.affine_forward_rows if rows else entries.affine_forward_ncs
     entry(
-        xd.data_ptr(), y.data_ptr(), n, c, s,
-        _address(weight, dtype, keep), _address(bias, dtype, keep),
-        _address(mean, dtype, keep), _address(spread, dtype, keep), spread_is_var, eps,
-        ACTIVATIONS[activation], _ONE[dtype],
+        *entries.AffineForwardArgs(
+            x=xd.data_ptr(), y=y.data_ptr(), n=n, c=c, spatial=s,
+            weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep),
+            mean=_address(mean, dtype, keep), spread=_address(spread, dtype, keep),
+            spread_is_var=spread_is_var, eps=eps, act=ACTIVATIONS[activation], proto=_ONE[dtype],
+        )
     )  # fmt: skip
     return y
 
@@ -240,10 +243,12 @@ def forward_train(
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    args = (
-        xd.data_ptr(), y.data_ptr(), n, c, s,
-        _address(weight, dtype, keep), _address(bias, dtype, keep), eps, ACTIVATIONS[activation],
-        mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum, _ONE[dtype],
+    args = entries.TrainForwardArgs(
+        x=xd.data_ptr(), y=y.data_ptr(), n=n, c=c, spatial=s,
+        weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep), eps=eps,
+        act=ACTIVATIONS[activation], mean_out=mean.data_ptr(), var_out=var.data_ptr(),
+        invstd_out=invstd.data_ptr(), running_mean=rm, running_var=rv, num_batches_tracked=nbt,
+        momentum=momentum, proto=_ONE[dtype],
     )  # fmt: skip
     if rows:
         finite = entries.train_forward_rows(*args)
@@ -285,11 +290,12 @@ def backward(
     sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    args = (
-        dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s,
-        _address(weight, dtype, keep), _address(bias, dtype, keep),
-        _address(mean, dtype, keep), _address(invstd, dtype, keep), batch_stats,
-        ACTIVATIONS[activation], sum_dz_xhat.data_ptr(), sum_dz.data_ptr(), _ONE[dtype],
+    args = entries.BackwardArgs(
+        dy=dyd.data_ptr(), x=xd.data_ptr(), dx=0 if dx is None else dx.data_ptr(), n=n, c=c,
+        spatial=s, weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep),
+        mean=_address(mean, dtype, keep), invstd=_address(invstd, dtype, keep),
+        batch_stats=batch_stats, act=ACTIVATIONS[activation],
+        sum_dz_xhat_out=sum_dz_xhat.data_ptr(), sum_dz_out=sum_dz.data_ptr(), proto=_ONE[dtype],
     )  # fmt: skip
     if rows:
         entries.backward_rows(*args)

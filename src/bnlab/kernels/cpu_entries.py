@@ -22,6 +22,8 @@ compiled code cannot).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
@@ -45,6 +47,71 @@ NCS_BLOCK = 4096
 #: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
 #: (not the thread count) so that results do not depend on the number of threads.
 ROW_TASKS = 16
+
+
+class TrainForwardArgs(NamedTuple):
+    """The arguments of ``train_forward_ncs`` / ``train_forward_rows``, in their order.
+
+    Addresses are ``tensor.data_ptr()`` integers, 0 for "absent"; per-channel vectors hold C
+    values of x's dtype. ``train_forward_ncs`` takes one more, ``by_channel``.
+    """
+
+    x: int
+    y: int  #: 0: statistics only, no output
+    n: int
+    c: int
+    spatial: int  #: S, the values per (sample, channel): H * W (1 for (N, C) input)
+    weight: int
+    bias: int
+    eps: float
+    act: int  #: ``cpu.ACTIVATIONS`` code
+    mean_out: int
+    var_out: int  #: biased batch variance
+    invstd_out: int
+    running_mean: int  #: 0: no running update
+    running_var: int
+    num_batches_tracked: int  #: int64 counter, 0: none
+    momentum: float  #: < 0: None (cumulative average)
+    proto: Any  #: the number 1 in x's dtype (selects the compiled specialization)
+
+
+class AffineForwardArgs(NamedTuple):
+    """The arguments of ``affine_forward_ncs`` / ``affine_forward_rows``, in their order."""
+
+    x: int
+    y: int
+    n: int
+    c: int
+    spatial: int
+    weight: int
+    bias: int
+    mean: int
+    spread: int  #: the variance when ``spread_is_var`` (invstd computed here), else invstd
+    spread_is_var: bool
+    eps: float
+    act: int
+    proto: Any
+
+
+class BackwardArgs(NamedTuple):
+    """The arguments of ``backward_ncs`` / ``backward_rows``, in their order
+    (``backward_ncs`` takes one more, ``by_channel``)."""
+
+    dy: int
+    x: int
+    dx: int  #: 0: no input gradient wanted
+    n: int
+    c: int
+    spatial: int
+    weight: int
+    bias: int
+    mean: int
+    invstd: int
+    batch_stats: bool  #: training (the statistics depend on x) or eval
+    act: int
+    sum_dz_xhat_out: int  #: the weight's gradient, sum(dz * xhat)
+    sum_dz_out: int  #: the bias's gradient, sum(dz)
+    proto: Any
 
 
 @intrinsic
@@ -187,8 +254,8 @@ def _dx_constants(sum_dz, sum_dzxc, invstd, count, batch_stats, proto):  # type:
 
 @njit(cache=True, nogil=True)
 def train_forward_ncs(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, weight, bias, eps, act, mean_out, var_out, invstd_out,
-    rm, rv, nbt, momentum, proto, by_channel,
+    x, y, n, c, spatial, weight, bias, eps, act, mean_out, var_out, invstd_out,
+    running_mean, running_var, num_batches_tracked, momentum, proto, by_channel,
 ):  # fmt: skip
     """Batch statistics, then (if y != 0) y = act(xhat * weight + bias); (N, C, S) layout.
 
@@ -197,51 +264,81 @@ def train_forward_ncs(  # type: ignore[no-untyped-def]
     not finite (running statistics and counter then untouched). ``by_channel``: one task per
     channel, whose second read of x then comes from cache.
     """
-    x3 = carray(_pointer(x, proto), (n, c, s))
+    x3 = carray(_pointer(x, proto), (n, c, spatial))
     w64 = _read(weight, c, 1.0, proto)
     b64 = _read(bias, c, 0.0, proto)
     fused = y != 0 and by_channel
     if fused:
-        y3 = carray(_pointer(y, proto), (n, c, s))
+        y3 = carray(_pointer(y, proto), (n, c, spatial))
         mean, var = loops.train_ncs_by_channel(x3, w64, b64, eps, act, proto, y3)
     else:
         mean, var = loops.stats_ncs(x3, NCS_BLOCK)
     invstd, finite = _finish_stats(
-        mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
+        mean,
+        var,
+        eps,
+        n * spatial,
+        mean_out,
+        var_out,
+        invstd_out,
+        running_mean,
+        running_var,
+        num_batches_tracked,
+        momentum,
+        proto,
     )
     if y != 0 and not fused:
         m, sc, sh, centered = _forward_constants(mean, invstd * w64, b64, proto)
         loops.normalize_ncs(
-            x3, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK
+            x3,
+            m,
+            sc,
+            sh,
+            centered,
+            act,
+            proto,
+            carray(_pointer(y, proto), (n, c, spatial)),
+            NCS_BLOCK,
         )
     return finite
 
 
 @njit(cache=True, nogil=True)
 def train_forward_rows(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, weight, bias, eps, act, mean_out, var_out, invstd_out,
-    rm, rv, nbt, momentum, proto,
+    x, y, n, c, spatial, weight, bias, eps, act, mean_out, var_out, invstd_out,
+    running_mean, running_var, num_batches_tracked, momentum, proto,
 ):  # fmt: skip
     """``train_forward_ncs`` for the rows layout: (N * S, C), rows of C channels."""
-    x2 = carray(_pointer(x, proto), (n * s, c))
+    x2 = carray(_pointer(x, proto), (n * spatial, c))
     rb = _rows_per_block(c)
     mean, var = loops.stats_rows(x2, rb, ROW_TASKS)
     invstd, finite = _finish_stats(
-        mean, var, eps, n * s, mean_out, var_out, invstd_out, rm, rv, nbt, momentum, proto
+        mean,
+        var,
+        eps,
+        n * spatial,
+        mean_out,
+        var_out,
+        invstd_out,
+        running_mean,
+        running_var,
+        num_batches_tracked,
+        momentum,
+        proto,
     )
     if y != 0:
         m, sc, sh, centered = _forward_constants(
             mean, invstd * _read(weight, c, 1.0, proto), _read(bias, c, 0.0, proto), proto
         )
         loops.normalize_rows(
-            x2, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n * s, c)), rb
+            x2, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n * spatial, c)), rb
         )
     return finite
 
 
 @njit(cache=True, nogil=True)
 def affine_forward_ncs(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, weight, bias, mean, spread, spread_is_var, eps, act, proto
+    x, y, n, c, spatial, weight, bias, mean, spread, spread_is_var, eps, act, proto
 ):
     """y = act((x - mean) * invstd * weight + bias) in one pass over x; (N, C, S) layout.
 
@@ -252,74 +349,87 @@ def affine_forward_ncs(  # type: ignore[no-untyped-def]
         *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
     )
     loops.normalize_ncs(
-        carray(_pointer(x, proto), (n, c, s)), m, sc, sh, centered, act, proto,
-        carray(_pointer(y, proto), (n, c, s)), NCS_BLOCK,
+        carray(_pointer(x, proto), (n, c, spatial)), m, sc, sh, centered, act, proto,
+        carray(_pointer(y, proto), (n, c, spatial)), NCS_BLOCK,
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def affine_forward_rows(  # type: ignore[no-untyped-def]
-    x, y, n, c, s, weight, bias, mean, spread, spread_is_var, eps, act, proto
+    x, y, n, c, spatial, weight, bias, mean, spread, spread_is_var, eps, act, proto
 ):
     """``affine_forward_ncs`` for the rows layout."""
     m, sc, sh, centered = _forward_constants(
         *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
     )
     loops.normalize_rows(
-        carray(_pointer(x, proto), (n * s, c)), m, sc, sh, centered, act, proto,
-        carray(_pointer(y, proto), (n * s, c)), _rows_per_block(c),
+        carray(_pointer(x, proto), (n * spatial, c)), m, sc, sh, centered, act, proto,
+        carray(_pointer(y, proto), (n * spatial, c)), _rows_per_block(c),
     )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def backward_ncs(  # type: ignore[no-untyped-def]
-    dy, x, dx, n, c, s, weight, bias, mean, invstd, batch_stats, act,
-    dweight_out, dbias_out, proto, by_channel,
+    dy, x, dx, n, c, spatial, weight, bias, mean, invstd, batch_stats, act,
+    sum_dz_xhat_out, sum_dz_out, proto, by_channel,
 ):  # fmt: skip
     """Pass 1: sum(dz), sum(dz * (x - mean)) in float64; pass 2 (if dx != 0) writes dx.
 
-    dz = dy * act'(z), z recomputed from x. Writes sum(dz * xhat) to ``dweight_out`` and
-    sum(dz) to ``dbias_out``. dx = scale * (dz - k1 - (x - mean) * k2) with k1 = sum(dz) / M,
+    dz = dy * act'(z), z recomputed from x. Writes sum(dz * xhat) to ``sum_dz_xhat_out`` and
+    sum(dz) to ``sum_dz_out`` (``sum_dzxc`` below is sum(dz * (x - mean)), before the invstd
+    factor). dx = scale * (dz - k1 - (x - mean) * k2) with k1 = sum(dz) / M,
     k2 = invstd^2 * sum(dz * (x - mean)) / M in training, k1 = k2 = 0 in eval.
     ``by_channel``: one task per channel, both passes in a row (see train_forward_ncs).
     """
     i64 = _read(invstd, c, 1.0, proto)
     m, sc, sh = _backward_constants(c, weight, bias, mean, invstd, proto)
-    x3 = carray(_pointer(x, proto), (n, c, s))
-    dy3 = carray(_pointer(dy, proto), (n, c, s))
+    x3 = carray(_pointer(x, proto), (n, c, spatial))
+    dy3 = carray(_pointer(dy, proto), (n, c, spatial))
     if by_channel:
-        dx3 = carray(_pointer(dx, proto), (n, c, s)) if dx != 0 else np.empty((0, 0, 0), x3.dtype)
+        dx3 = (
+            carray(_pointer(dx, proto), (n, c, spatial))
+            if dx != 0
+            else np.empty((0, 0, 0), x3.dtype)
+        )
         sum_dz, sum_dzxc = loops.bwd_ncs_by_channel(
             dy3, x3, m, sc, sh, act, proto, i64, batch_stats, dx3
         )
     else:
         sum_dz, sum_dzxc = loops.bwd_sums_ncs(dy3, x3, m, sc, sh, act, NCS_BLOCK)
         if dx != 0:
-            k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * s, batch_stats, proto)
-            loops.bwd_dx_ncs(
-                dy3, x3, m, sc, sh, act, proto, k1, k2, carray(_pointer(dx, proto), (n, c, s)),
-                NCS_BLOCK,
-            )  # fmt: skip
-    _write(dweight_out, sum_dzxc * i64, proto)
-    _write(dbias_out, sum_dz, proto)
+            k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * spatial, batch_stats, proto)
+            dx3 = carray(_pointer(dx, proto), (n, c, spatial))
+            loops.bwd_dx_ncs(dy3, x3, m, sc, sh, act, proto, k1, k2, dx3, NCS_BLOCK)
+    _write(sum_dz_xhat_out, sum_dzxc * i64, proto)
+    _write(sum_dz_out, sum_dz, proto)
 
 
 @njit(cache=True, nogil=True)
 def backward_rows(  # type: ignore[no-untyped-def]
-    dy, x, dx, n, c, s, weight, bias, mean, invstd, batch_stats, act,
-    dweight_out, dbias_out, proto,
+    dy, x, dx, n, c, spatial, weight, bias, mean, invstd, batch_stats, act,
+    sum_dz_xhat_out, sum_dz_out, proto,
 ):  # fmt: skip
     """``backward_ncs`` for the rows layout."""
     i64 = _read(invstd, c, 1.0, proto)
     m, sc, sh = _backward_constants(c, weight, bias, mean, invstd, proto)
-    x2 = carray(_pointer(x, proto), (n * s, c))
-    dy2 = carray(_pointer(dy, proto), (n * s, c))
+    x2 = carray(_pointer(x, proto), (n * spatial, c))
+    dy2 = carray(_pointer(dy, proto), (n * spatial, c))
     rb = _rows_per_block(c)
     sum_dz, sum_dzxc = loops.bwd_sums_rows(dy2, x2, m, sc, sh, act, rb, ROW_TASKS)
     if dx != 0:
-        k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * s, batch_stats, proto)
+        k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * spatial, batch_stats, proto)
         loops.bwd_dx_rows(
-            dy2, x2, m, sc, sh, act, proto, k1, k2, carray(_pointer(dx, proto), (n * s, c)), rb
+            dy2,
+            x2,
+            m,
+            sc,
+            sh,
+            act,
+            proto,
+            k1,
+            k2,
+            carray(_pointer(dx, proto), (n * spatial, c)),
+            rb,
         )
-    _write(dweight_out, sum_dzxc * i64, proto)
-    _write(dbias_out, sum_dz, proto)
+    _write(sum_dz_xhat_out, sum_dzxc * i64, proto)
+    _write(sum_dz_out, sum_dz, proto)
