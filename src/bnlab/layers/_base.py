@@ -14,14 +14,13 @@ from torch import nn
 
 from bnlab.functional._checks import check_layer_eps, check_layer_momentum
 from bnlab.functional.batch_norm import _batch_norm, _batch_norm_ops
+from bnlab.layers._rank import ChecksRank
 
 
-class BatchNormBase(nn.Module):
+class BatchNormBase(ChecksRank, nn.Module):
     """Shared machinery of BatchNorm1d/2d/3d; see those classes for the formula and shapes."""
 
     _version = 2  # torch's: version 2 added num_batches_tracked to the state_dict
-    expected_dims: tuple[int, ...] = ()
-    __constants__ = ("expected_dims",)  # for TorchScript, which reads it when compiling
 
     if TYPE_CHECKING:  # for mypy only: TorchScript must infer these from the values (a Tensor,
         # or None without tracking); declared Optional, they would stop being buffers there and
@@ -101,9 +100,7 @@ class BatchNormBase(nn.Module):
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(input).__name__}")
-        if input.dim() not in self.expected_dims:
-            wanted = " or ".join(f"{d}D" for d in self.expected_dims)
-            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        self._check_rank(input)
         if input.shape[1] != self.num_features:
             raise ValueError(
                 f"expected input with {self.num_features} channels in dimension 1, "
@@ -170,9 +167,7 @@ class BatchNormBase(nn.Module):
         dimension 1). Not ``_check_input_dim``: TorchScript cannot compile its
         ``tuple(input.shape)``, and the tracer would warn at its comparison of sizes.
         """
-        if input.dim() not in self.expected_dims:
-            wanted = " or ".join([str(d) + "D" for d in self.expected_dims])
-            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        self._check_rank(input)
         running_mean, running_var, num_batches_tracked, training = self._stats_args()
         return _batch_norm_ops(
             input, running_mean, running_var, self.weight, self.bias, training, self.momentum,

@@ -15,7 +15,7 @@ every activation works and none is approximated. The choice is made at each call
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from bnlab.layers._base import BatchNormBase
 __all__ = [
     "BatchNormAct1d",
     "BatchNormAct2d",
+    "NormActChildren",
     "activation_module",
     "fused_activation",
     "norm_then_act",
@@ -65,7 +66,32 @@ def norm_then_act(
     return act(drop(batch_norm(input, **op_kwargs)))
 
 
-class _BatchNormAct(BatchNormBase):
+class NormActChildren:
+    """Mixin for a BN layer (bnlab's trainable or frozen base) with ``drop`` and ``act``
+    children: their construction and the forward that fuses them where it can."""
+
+    if TYPE_CHECKING:  # for mypy only: TorchScript infers submodules from their values
+        drop: nn.Module
+        act: nn.Module
+
+    def _set_children(self, activation: str | nn.Module, drop: nn.Module | None) -> None:
+        self.drop = nn.Identity() if drop is None else drop
+        self.act = activation_module(activation)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            # TorchScript cannot pick the fused kernel by the children's types: batch norm, then
+            # the children themselves (the same function, one more pass over the output)
+            return self.act(self.drop(self._graph_forward(input)))  # type: ignore[attr-defined]
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)  # type: ignore[attr-defined]
+        return norm_then_act(input, self._op_kwargs(), self.drop, self.act)  # type: ignore[attr-defined]
+
+
+class _BatchNormAct(NormActChildren, BatchNormBase):
     """BatchNormBase, then the ``drop`` and ``act`` children; see the module docstring."""
 
     def __init__(
@@ -85,20 +111,7 @@ class _BatchNormAct(BatchNormBase):
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
-        self.drop = nn.Identity() if drop is None else drop
-        self.act = activation_module(activation)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
-            # TorchScript cannot pick the fused kernel by the children's types: batch norm, then
-            # the children themselves (the same function, one more pass over the output)
-            return self.act(self.drop(self._graph_forward(input)))
-        return self._eager_forward(input)
-
-    @torch.jit.unused
-    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(input)
-        return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
+        self._set_children(activation, drop)
 
 
 class BatchNormAct1d(_BatchNormAct):

@@ -27,14 +27,12 @@ from torch import nn
 
 from bnlab.functional._checks import check_eps
 from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
-from bnlab.layers.batchnorm_act import activation_module, norm_then_act
+from bnlab.layers._rank import ChecksRank
+from bnlab.layers.batchnorm_act import NormActChildren
 
 
-class FrozenBatchNormBase(nn.Module):
+class FrozenBatchNormBase(ChecksRank, nn.Module):
     """Shared machinery; subclasses only say which input ranks they accept."""
-
-    expected_dims: tuple[int, ...] = ()
-    __constants__ = ("expected_dims",)  # for TorchScript, which reads it when compiling
 
     if TYPE_CHECKING:  # for mypy only (TorchScript infers buffers from their values)
         weight: torch.Tensor
@@ -75,9 +73,7 @@ class FrozenBatchNormBase(nn.Module):
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(input).__name__}")
-        if input.dim() not in self.expected_dims:
-            wanted = " or ".join(f"{d}D" for d in self.expected_dims)
-            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        self._check_rank(input)
 
     def _op_kwargs(self) -> dict[str, Any]:
         """The functional op's arguments: the fixed statistics, in train and eval alike."""
@@ -102,9 +98,7 @@ class FrozenBatchNormBase(nn.Module):
 
     def _graph_forward(self, input: torch.Tensor) -> torch.Tensor:
         """forward for TorchScript and torch.jit.trace (see ``BatchNormBase._graph_forward``)."""
-        if input.dim() not in self.expected_dims:
-            wanted = " or ".join([str(d) + "D" for d in self.expected_dims])
-            raise ValueError(f"expected {wanted} input (got {input.dim()}D input)")
+        self._check_rank(input)
         return _batch_norm_ops(
             input, self.running_mean, self.running_var, self.weight, self.bias, False, None,
             self.eps, None, "identity",
@@ -150,7 +144,7 @@ class FrozenBatchNorm3d(FrozenBatchNormBase):
     expected_dims = (5,)
 
 
-class _FrozenBatchNormAct(FrozenBatchNormBase):
+class _FrozenBatchNormAct(NormActChildren, FrozenBatchNormBase):
     """Frozen batch norm, then ``drop`` and ``act`` children (timm's FrozenBatchNormAct2d layout).
 
     What ``bnlab.freeze`` makes of a BatchNormAct layer (bnlab's or timm's): the normalization is
@@ -168,18 +162,7 @@ class _FrozenBatchNormAct(FrozenBatchNormBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_features, eps, **kwargs)
-        self.drop = nn.Identity() if drop is None else drop
-        self.act = activation_module(activation)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
-            return self.act(self.drop(self._graph_forward(input)))
-        return self._eager_forward(input)
-
-    @torch.jit.unused
-    def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(input)
-        return norm_then_act(input, self._op_kwargs(), self.drop, self.act)
+        self._set_children(activation, drop)
 
 
 class FrozenBatchNormAct1d(_FrozenBatchNormAct):
