@@ -1,13 +1,16 @@
-"""The bnlab command: list, compare, run, show, bench; errors exit 2 with one clear line."""
+"""The bnlab command: list, compare, run, show, bench; user errors exit 2 with one clear line
+on stderr, internal errors exit 1 with their traceback."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
-import types
 
 import pytest
 
+from bnlab import cli
 from bnlab.cli import main
 
 FAST = [
@@ -50,7 +53,7 @@ def test_compare_then_show_then_never_overwrite(tmp_path, capsys):
     assert "keras-mlp" in capsys.readouterr().out
 
     assert main(["compare", "keras-mlp", *FAST, "--out", str(out_dir)]) == 2
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err
     assert (
         main(["compare", "keras-mlp", *FAST, "--seeds", "2", "--out", str(out_dir), "--resume"])
         == 0
@@ -69,33 +72,117 @@ def test_run_toml_and_config_errors(tmp_path, capsys):
     assert "lr=0.001" in out and "lr=0.01" in out
     config.write_text('name = "x"\nepochz = 3\n')
     assert main(["run", str(config)]) == 2
-    assert "unknown key 'epochz'" in capsys.readouterr().out
+    assert "unknown key 'epochz'" in capsys.readouterr().err
     config.write_text('threads = "two"\n')
     assert main(["run", str(config)]) == 2
-    assert (
-        "'threads'" in capsys.readouterr().out
-        and "must be int" in capsys.readouterr().out + "must be int"
-    )
+    err = capsys.readouterr().err
+    assert "'threads'" in err and "must be int" in err
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     assert main(["compare", "no-such-preset"]) == 2
-    assert "unknown preset 'no-such-preset'" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err.startswith("error: unknown preset 'no-such-preset'; expected one of lizard-cnn")
+    assert err.count("\n") == 1 and out == ""
     assert main(["show", str(tmp_path)]) == 2
-    assert "no bnlab run record" in capsys.readouterr().out
+    assert "no bnlab run record" in capsys.readouterr().err
     monkeypatch.setenv("BNLAB_DATA", str(tmp_path / "cache"))
     args = ["compare", "mlp", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1"]
     assert main(args) == 2
-    out = capsys.readouterr().out
-    assert "mnist not found" in out and "--data-dir" in out
-    with pytest.raises(SystemExit):
+    err = capsys.readouterr().err
+    assert "mnist not found" in err and "--data-dir" in err
+    with pytest.raises(SystemExit) as exited:
         main(["compare", "mlp", "--seeds", "many"])
+    assert exited.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["compare", "mlp", "--nproc", "0"])
+    assert "--nproc: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
-def test_bench_is_delegated_lazily(monkeypatch):
+def test_internal_error_exits_1_with_its_traceback(monkeypatch, capsys):
+    def broken(args, console):
+        raise RuntimeError("a bug in a command")
+
+    monkeypatch.setitem(cli.COMMANDS, "list", broken)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err
+    assert "RuntimeError: a bug in a command" in err and "internal error" in err
+    assert "error: a bug in a command" not in err  # not dressed as the user's mistake
+
+
+def test_a_value_error_outside_the_input_checks_is_internal(monkeypatch, capsys):
+    def broken(args, console):
+        raise ValueError("an unexpected value deep in a run")
+
+    monkeypatch.setitem(cli.COMMANDS, "show", broken)
+    assert main(["show", "anywhere"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    def interrupted(args, console):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "list", interrupted)
+    assert main(["list"]) == 130
+    assert (
+        "interrupted: every finished epoch is saved; --resume continues" in capsys.readouterr().err
+    )
+
+
+def test_python_m_bnlab_is_the_command(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bnlab", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "lizard-cnn" in done.stdout and "fashion-mnist" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "bnlab", "show", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: no bnlab run record")
+
+
+def test_missing_lab_dependency_is_one_line(tmp_path):
+    """Without rich (the lab's extra), one line says how to install it."""
+    code = "import sys; sys.modules['rich'] = None; from bnlab.cli import main; sys.exit(main())"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "list"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == 'error: rich is not installed: pip install "bnlab[lab]"\n'
+
+
+def test_bench_is_a_subcommand_with_the_kernel_benchmarks_options(monkeypatch):
     seen = []
-    fake = types.ModuleType("bnlab.bench")
-    fake.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bnlab.bench", fake)
-    assert main(["bench", "--quick", "-x"]) == 0
-    assert seen == [["--quick", "-x"]]
+    monkeypatch.setattr(cli.kernel_bench, "run_from_args", lambda args: seen.append(args) or 0)
+    assert main(["bench", "--quick", "--cases", "10x5", "--reps", "3"]) == 0
+    (args,) = seen
+    assert args.quick and args.reps == 3 and args.cases[0].shape == (10, 5)
+    assert args.json == "bench.json" and args.warmup == 10
+    with pytest.raises(SystemExit):
+        main(["bench", "--no-such-option"])
+
+
+def test_worker_needs_the_torchrun_environment(monkeypatch, capsys):
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert main(["worker", "compare", "mlp", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "bnlab worker is one rank" in err and "--nproc N" in err
+    with pytest.raises(SystemExit):  # a worker starts no ranks
+        main(["worker", "compare", "mlp", "--nproc", "2"])
+
+
+def test_torchrun_environment_without_worker_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "mlp", *FAST]) == 2
+    assert "start each rank as `bnlab worker compare ...`" in capsys.readouterr().err

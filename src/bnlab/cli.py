@@ -1,31 +1,82 @@
-"""The ``bnlab`` command: ``list``, ``compare``, ``run``, ``show``, ``bench``.
+"""The ``bnlab`` command (also ``python -m bnlab``): the lab's experiments and the kernel benchmark.
 
     bnlab list                          presets, networks and data sets
     bnlab compare PRESET [options]      a seed's experiment, with vs without BN
     bnlab run CONFIG.toml [--resume]    any grid (see bnlab.lab.config)
     bnlab show RUN_DIR                  print a run folder's record again
     bnlab report RUN_DIR... [-o FILE]   one self-contained HTML report (bnlab.lab.report)
-    bnlab bench [args]                  kernel benchmarks (bnlab.bench)
+    bnlab bench [options]               kernel benchmark (bnlab.bench.kernels)
+    bnlab worker compare|run ...        one rank of a distributed run: what --nproc N starts on
+                                        this machine, and what torchrun starts (see README)
 
-Errors in the input (unknown preset, bad config, missing data set, existing folder) print one
-line saying what is wrong and how to fix it, and exit with status 2; Ctrl-C exits with 130
-after saving every finished epoch.
+Exit status: 0 done. 2 the user's error, one line on stderr (``error: ...``) saying what is
+wrong and how to fix it: argparse's errors, ``bnlab.lab.errors.UsageError`` and the lab's other
+user-facing errors (``USER_ERRORS``), a missing optional dependency (``pip install
+"bnlab[lab]"``), and what the lab's checks reject while a command reads its input
+(``_reading_input``). 1 any other exception: a bug, shown with its traceback. 130 Ctrl-C, after
+saving every finished epoch.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from bnlab.bench import kernels as kernel_bench
+from bnlab.lab.errors import UsageError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+#: the lab's exceptions that report the user's mistake, or a failure the user can act on, by
+#: (module, class): an exception can only be an instance of one if its module was imported.
+USER_ERRORS = (
+    ("bnlab.lab.errors", "UsageError"),
+    ("bnlab.lab.report", "ReportError"),  # not a run folder, an empty one, ...
+    ("bnlab.lab.experiment", "ExperimentExistsError"),  # a folder is never overwritten
+    ("bnlab.lab.data", "DatasetNotFoundError"),  # says: --data-dir or --download
+    ("bnlab.lab.download", "DownloadError"),  # every mirror failed
+    ("bnlab.lab.distributed_run", "RankLostError"),  # names the lost ranks; --resume continues
+)
+#: the optional dependencies the commands import, and the extra that installs each.
+EXTRAS = {
+    "matplotlib": "lab",
+    "rich": "lab",
+    "sklearn": "lab",
+    "vega_datasets": "lab",
+    "pandas": "lab",  # vega_datasets' own dependency
+    "tensorboard": "tensorboard",
+}
+
+
+@contextmanager
+def _reading_input() -> Iterator[None]:
+    """While a command reads and checks its input, and only then, a ValueError, TypeError or
+    FileNotFoundError is the user's: the lab's parsers and checks (presets, Config, load_config,
+    load_record) raise those for bad input."""
+    try:
+        yield
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _seeds(text: str) -> list[int] | int:
@@ -43,7 +94,7 @@ def _seeds(text: str) -> list[int] | int:
     return count
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, worker: bool) -> None:
     parser.add_argument("--data-dir", help="folder holding the IDX files of MNIST/Fashion-MNIST")
     parser.add_argument("--download", action="store_true", help="fetch MNIST/Fashion-MNIST")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
@@ -52,7 +103,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     parser.add_argument("--progress", choices=("auto", "on", "off"), help="progress bar")
     dist = parser.add_argument_group("distributed (see README, Distributed)")
-    dist.add_argument("--nproc", type=int, help="train on N local processes (DDP, gloo)")
+    if not worker:  # a worker is one rank: it starts none
+        dist.add_argument(
+            "--nproc", type=_positive_int, help="train on N local processes (DDP, gloo)"
+        )
     dist.add_argument("--sync-bn", action="store_true", help="BN statistics over all ranks")
     dist.add_argument(
         "--dist-timeout", type=float, default=300.0, help="seconds to wait for a missing rank"
@@ -64,13 +118,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bnlab", description="Batch norm lab: the tutorials' BN vs no-BN experiments."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="presets, networks and data sets")
-
+def _add_experiment_commands(sub: Any, worker: bool = False) -> None:
+    """``compare`` and ``run``, as commands or as ``worker`` subcommands."""
     compare = sub.add_parser("compare", help="a preset, with vs without BN")
     compare.add_argument("preset", help="a preset name (see `bnlab list`)")
     compare.add_argument("--epochs", type=int)
@@ -82,11 +131,20 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--limit-train", type=int, help="use the first N training samples")
     compare.add_argument("--limit-test", type=int, help="use the first N test samples")
     compare.add_argument("--name", help="experiment name (default: the preset's)")
-    _add_run_options(compare)
+    _add_run_options(compare, worker)
 
     run = sub.add_parser("run", help="the grid of a TOML config file")
     run.add_argument("config", type=Path, help="a TOML file (see bnlab.lab.config)")
-    _add_run_options(run)
+    _add_run_options(run, worker)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnlab", description="Batch norm lab: the tutorials' BN vs no-BN experiments."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="presets, networks and data sets")
+    _add_experiment_commands(sub)
 
     show = sub.add_parser("show", help="print a run folder's record again")
     show.add_argument("run_dir", type=Path)
@@ -97,7 +155,25 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", type=Path, help="default: RUN_DIR/report.html")
     report.add_argument("--figures", type=Path, help="also keep the figures (PNG, SVG) here")
 
-    sub.add_parser("bench", help="kernel benchmarks (bnlab.bench; try `bnlab bench -h`)")
+    bench = sub.add_parser(
+        "bench",
+        help="kernel benchmark: bnlab vs torch (bnlab.bench.kernels)",
+        description=(kernel_bench.__doc__ or "").split("\n")[0],
+    )
+    kernel_bench.add_arguments(bench)
+
+    worker = sub.add_parser(
+        "worker",
+        help="one rank of a distributed compare/run (what --nproc N and torchrun start)",
+        description=(
+            "Run compare or run as one rank of a distributed job, from torchrun's environment "
+            "(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): `--nproc N` starts N of these; "
+            "under torchrun: torchrun --nproc-per-node N -m bnlab worker compare PRESET ..."
+        ),
+    )
+    _add_experiment_commands(
+        worker.add_subparsers(dest="rank_command", required=True, metavar="COMMAND"), worker=True
+    )
     return parser
 
 
@@ -116,33 +192,48 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def _experiment(
-    config: Any,
-    resume: bool,
-    console: Console,
-    report: bool = True,
-    dist: argparse.Namespace | None = None,
-) -> int:
-    from bnlab.distributed.launch import env_world
+def _experiment(config: Any, args: argparse.Namespace, console: Console) -> int:
+    """Train ``config`` here, or as one rank (``bnlab worker``); then show and report it."""
     from bnlab.lab.display import show
-    from bnlab.lab.experiment import run_experiment
+    from bnlab.lab.launch import env_world
 
-    sync_bn = bool(dist and dist.sync_bn)
-    if env_world() is not None:  # one rank of `torchrun` or of --nproc N: only rank 0 shows
+    with _reading_input():
+        env = env_world()
+    if args.command == "worker":
+        if env is None:
+            raise UsageError(
+                "bnlab worker is one rank of a distributed run and needs torchrun's environment "
+                "(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): start it with torchrun, or run "
+                f"`bnlab {args.rank_command} ... --nproc N`"
+            )
         from bnlab.lab.distributed_run import run_distributed_experiment
 
-        timeout_s = dist.dist_timeout if dist else 300.0
         record, folder, writes = run_distributed_experiment(
-            config, resume=resume, sync_bn=sync_bn, timeout_s=timeout_s, console=console
+            config,
+            resume=args.resume,
+            sync_bn=args.sync_bn,
+            timeout_s=args.dist_timeout,
+            env=env,
+            console=console,
         )
-        if not writes:
+        if not writes:  # only rank 0 shows and reports
             return 0
-    elif sync_bn:
-        raise ValueError("--sync-bn needs several processes: add --nproc N or run under torchrun")
     else:
-        record, folder = run_experiment(config, resume=resume, console=console)
+        from bnlab.lab.experiment import run_experiment
+
+        if env is not None:
+            raise UsageError(
+                f"RANK={env.rank} and WORLD_SIZE={env.world_size} are set, as in a torchrun job: "
+                f"start each rank as `bnlab worker {args.command} ...` (or unset them)"
+            )
+        if args.sync_bn:
+            raise UsageError(
+                "--sync-bn needs several processes: add --nproc N, or start the ranks with "
+                f"torchrun as `bnlab worker {args.command} ...`"
+            )
+        record, folder = run_experiment(config, resume=args.resume, console=console)
     show(record, folder, console, rows=12)
-    if report:
+    if not args.no_report:
         from bnlab.lab.report import build_report
 
         console.print(f"report: {build_report([folder])}", highlight=False)
@@ -150,6 +241,8 @@ def _experiment(
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
     from bnlab.lab.data import DATASETS, has_idx_dataset
     from bnlab.lab.models import NETWORKS
     from bnlab.lab.presets import PRESETS
@@ -185,22 +278,22 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.config import Config
     from bnlab.lab.presets import get_preset
 
-    preset = get_preset(args.preset)
-    grid: dict[str, Any] = {}
-    for key in ("epochs", "lr", "batch_size", "bn_impl", "dataset"):
-        if getattr(args, key) is not None:
-            grid[key] = [getattr(args, key)]
-    if args.seeds is not None:
-        first = preset.params["seed"][0]
-        grid["seed"] = (
-            list(range(first, first + args.seeds)) if isinstance(args.seeds, int) else args.seeds
-        )
-    values = _runtime_overrides(args)
-    for key in ("limit_train", "limit_test", "name"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    config = Config(preset=preset.name, grid=grid, **values)
-    return _experiment(config, args.resume, console, report=not args.no_report, dist=args)
+    with _reading_input():
+        preset = get_preset(args.preset)
+        grid: dict[str, Any] = {}
+        for key in ("epochs", "lr", "batch_size", "bn_impl", "dataset"):
+            if getattr(args, key) is not None:
+                grid[key] = [getattr(args, key)]
+        if args.seeds is not None:
+            first = preset.params["seed"][0]
+            seeds = args.seeds
+            grid["seed"] = list(range(first, first + seeds)) if isinstance(seeds, int) else seeds
+        values = _runtime_overrides(args)
+        for key in ("limit_train", "limit_test", "name"):
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        config = Config(preset=preset.name, grid=grid, **values)
+    return _experiment(config, args, console)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -208,15 +301,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     from bnlab.lab.config import load_config
 
-    config = replace(load_config(args.config), **_runtime_overrides(args))
-    return _experiment(config, args.resume, console, report=not args.no_report, dist=args)
+    with _reading_input():
+        config = replace(load_config(args.config), **_runtime_overrides(args))
+    return _experiment(config, args, console)
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.display import show
     from bnlab.lab.record import load_record
 
-    show(load_record(args.run_dir), args.run_dir, console, rows=args.rows)
+    with _reading_input():
+        record = load_record(args.run_dir)
+    show(record, args.run_dir, console, rows=args.rows)
     return 0
 
 
@@ -228,37 +324,69 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    return kernel_bench.run_from_args(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "list": cmd_list,
     "compare": cmd_compare,
     "run": cmd_run,
     "show": cmd_show,
     "report": cmd_report,
+    "bench": cmd_bench,
 }
 
 
+def _missing_extra(exc: ImportError) -> str | None:
+    """``pip install "bnlab[...]"`` advice when ``exc`` (or the error it replaced) is an optional
+    dependency's absence; None otherwise."""
+    for error in (exc, exc.__context__):
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            root = error.name.partition(".")[0]
+            if root in EXTRAS:
+                return f'{root} is not installed: pip install "bnlab[{EXTRAS[root]}]"'
+    return None
+
+
+def _user_message(exc: Exception) -> str | None:
+    """The one line to print when ``exc`` is the user's to fix; None when it is a bug."""
+    if isinstance(exc, ImportError):
+        return _missing_extra(exc)
+    for module, name in USER_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``bnlab`` command; returns the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":  # its own argument parser; imported only when used
-        from bnlab.bench import main as bench_main
-
-        return int(bench_main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
-    if getattr(args, "nproc", None) is not None and "RANK" not in os.environ:
-        from bnlab.lab.distributed_run import launch_cli  # N ranks, each running this command
-
-        return launch_cli(argv, args.nproc)
-    console = Console()
     try:
-        return COMMANDS[args.command](args, console)
+        if getattr(args, "nproc", None) is not None:  # N ranks, each `bnlab worker <argv>`
+            from bnlab.lab.distributed_run import launch_cli
+
+            return launch_cli(argv, args.nproc)
+        from rich.console import Console
+
+        name = args.rank_command if args.command == "worker" else args.command
+        return COMMANDS[name](args, Console())
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: every finished epoch is saved; --resume continues")
+        print("interrupted: every finished epoch is saved; --resume continues", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        return EXIT_USAGE
-    except RuntimeError as exc:  # DownloadError
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+    except Exception as exc:
+        message = _user_message(exc)
+        if message is None:
+            traceback.print_exc()
+            print(
+                "bnlab: internal error (a bug, not a problem with your input): please report it "
+                "with the traceback above",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -1,6 +1,6 @@
 """Distributed lab runs: ``bnlab compare --nproc 2 --sync-bn`` reproduces the one-process run,
-only rank 0 writes, and a rank that is killed or hangs ends the run with an error naming it while
-the finished epochs stay on disk."""
+only rank 0 writes, and a rank (``bnlab worker``) that is killed or hangs ends the run with an
+error naming it while the finished epochs stay on disk."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bnlab.cli import main as cli_main
-from bnlab.distributed.launch import free_port
 from bnlab.lab.distributed_run import shard_sizes, strip_nproc
+from bnlab.lab.launch import free_port
 
 SMALL = ["--dataset", "digits", "--batch-size", "50", "--limit-train", "300", "--limit-test"]
 SMALL += ["100", "--progress", "off", "--no-report"]
@@ -28,7 +28,7 @@ def _rows(folder: Path) -> list[dict]:
 
 def test_sync_bn_on_two_ranks_reproduces_one_process(tmp_path: Path) -> None:
     dist_out, local_out = tmp_path / "dist", tmp_path / "local"
-    cmd = [sys.executable, "-m", "bnlab.cli", "compare", "mlp", "--epochs", "2", *SMALL]
+    cmd = [sys.executable, "-m", "bnlab", "compare", "mlp", "--epochs", "2", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [*cmd, "--nproc", "2", "--sync-bn", "--out", str(dist_out)],
@@ -55,7 +55,7 @@ def test_sync_bn_on_two_ranks_reproduces_one_process(tmp_path: Path) -> None:
 def _start_ranks(tmp_path: Path, out: Path, timeout_s: float) -> list[subprocess.Popen[str]]:
     """Two ranks started the way torchrun starts them (its environment variables)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "bnlab.cli", "compare", "mlp", "--epochs", "500", *SMALL]
+    cmd = [sys.executable, "-m", "bnlab", "worker", "compare", "mlp", "--epochs", "500", *SMALL]
     cmd += ["--out", str(out), "--dist-timeout", str(timeout_s)]
     procs = []
     for rank in range(2):
@@ -138,4 +138,4 @@ def test_shard_sizes_and_strip_nproc() -> None:
 
 def test_sync_bn_without_processes_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["compare", "mlp", "--sync-bn", *SMALL]) == 2
-    assert "--sync-bn needs several processes" in " ".join(capsys.readouterr().out.split())
+    assert "--sync-bn needs several processes" in capsys.readouterr().err

@@ -187,14 +187,3 @@ def test_fold_weights_pure_function(assert_close):
     assert_close(x @ w2.T + b2, (x @ w.T + b) * scale + shift, atol=1e-5, what="linear")
     w3, b3 = fold_weights(w, None, scale, shift)
     assert_close(x @ w3.T + b3, (x @ w.T) * scale + shift, atol=1e-5, what="no bias")
-
-
-def test_fold_benchmark_runs_and_folds_everything():
-    """The benchmark's folded model has no BN left (timings are not asserted: shared CI)."""
-    from bnlab.transforms import fold_bench
-
-    result = fold_bench.bench_fold(batch=2, size=8, channels=4, depth=2, rounds=2)
-    assert set(result) >= {"folded_over_conv", "unfolded_over_conv", "conv_s"}
-    assert all(v > 0 for v in result.values())
-    model = fold_bench._blocks(4, 2, True).eval()
-    assert bn_layers(bnlab.fold_batchnorm(model)) == []

@@ -102,7 +102,7 @@ def test_cli_report_and_compare_with_probes(tmp_path: Path, capsys: pytest.Captu
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty)]) == 2
-    assert "is empty" in capsys.readouterr().out
+    assert "is empty" in capsys.readouterr().err
 
     out = tmp_path / "digits"
     argv = ["compare", "keras-mlp", "--dataset", "digits", "--epochs", "1", "--seeds", "1",
@@ -116,4 +116,4 @@ def test_cli_report_and_compare_with_probes(tmp_path: Path, capsys: pytest.Captu
         assert (out / "probes" / f"run-{k}.json").exists()
     bad = [*argv[:-1], str(tmp_path / "bad"), "--probe", "ics", "--probe-layer", "fc9"]
     assert main(bad) == 2
-    assert "layers that exist" in capsys.readouterr().out
+    assert "layers that exist" in capsys.readouterr().err

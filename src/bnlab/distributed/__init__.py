@@ -1,7 +1,7 @@
 """Batch normalization across processes with torch.distributed (gloo on CPU, NCCL on GPU).
 
 ``SyncBatchNorm`` (layer), ``sync_batch_norm`` (functional) and ``convert_sync_batchnorm``
-(model transform). ``bnlab.distributed.bench`` measures the synchronization overhead.
+(model transform). ``python -m bnlab.bench.sync`` measures the synchronization overhead.
 """
 
 from bnlab.distributed.convert import convert_sync_batchnorm

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from bnlab.lab.download import default_cache_dir
+from bnlab.lab.errors import UsageError
 
 DATASETS = ("fashion-mnist", "mnist", "digits", "mpg")
 NORMALIZATIONS = ("none", "normal", "fixed")
@@ -103,9 +104,9 @@ def read_idx(path: Path | str) -> np.ndarray:
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as exc:  # gzip raises these for truncated/corrupt streams
-        raise ValueError(f"cannot read IDX file {path}: {exc} (truncated or corrupt?)") from None
+        raise UsageError(f"cannot read IDX file {path}: {exc} (truncated or corrupt?)") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(
+        raise UsageError(
             f"{path} is not an IDX file: bad magic number {data[:4].hex() or '(empty)'} "
             "(expected 0000 then a type code and the number of dimensions)"
         )
@@ -113,14 +114,14 @@ def read_idx(path: Path | str) -> np.ndarray:
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(
+        raise UsageError(
             f"IDX file {path} is truncated: expected a {header}-byte header, got {len(data)} bytes"
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "corrupt (too long)"
-        raise ValueError(
+        raise UsageError(
             f"IDX file {path} is {what}: header says shape {shape}, so expected "
             f"{expected} bytes, got {len(data)} bytes"
         )

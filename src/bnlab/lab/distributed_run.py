@@ -1,8 +1,8 @@
 """Lab runs on several processes: DistributedDataParallel, data sharded per rank, optional SyncBN.
 
-``bnlab compare PRESET --nproc N`` starts N local ranks (``bnlab.distributed.launch``); under
-``torchrun`` the ranks come from its environment. Either way every rank runs the same
-experiment loop with a ``DistributedExecution``:
+``bnlab compare PRESET --nproc N`` starts N local ranks (``bnlab.lab.launch``), each running
+``bnlab worker compare PRESET``; under ``torchrun`` the ranks come from its environment. Either
+way every rank runs the same experiment loop with a ``DistributedExecution``:
 
 - the model is wrapped in DistributedDataParallel, after ``bnlab.convert_sync_batchnorm``
   when ``sync_bn`` is asked for;
@@ -35,7 +35,10 @@ import torch.distributed as dist
 from torch import nn
 
 import bnlab
-from bnlab.distributed.launch import (
+from bnlab.lab.data import Dataset, epoch_generator, shuffled_batches
+from bnlab.lab.errors import UsageError
+from bnlab.lab.grid import RunParams
+from bnlab.lab.launch import (
     DistEnv,
     env_world,
     init_from_env,
@@ -43,8 +46,6 @@ from bnlab.distributed.launch import (
     roll_call,
     share_cores,
 )
-from bnlab.lab.data import Dataset, epoch_generator, shuffled_batches
-from bnlab.lab.grid import RunParams
 from bnlab.lab.trainer import BatchHook, EpochResult, StepHook, loss_fn, metric_sum
 
 __all__ = [
@@ -119,7 +120,7 @@ class DistributedExecution:
         batch_sizes = {min(b, n)} | ({n % b} if n % b else set())
         for size in batch_sizes:
             if 1 in shard_sizes(size, self.world_size):
-                raise ValueError(
+                raise UsageError(
                     f"a batch of {size} split between {self.world_size} ranks leaves a rank one "
                     "sample, which batch norm cannot train on; use --sync-bn, or a batch size "
                     f"(and training-set size {n}) giving every rank at least two samples"
@@ -255,7 +256,7 @@ def run_distributed_experiment(
         )
     if getattr(config, "probes", None):
         # Probes run extra forward passes and save files per process: one process only.
-        raise ValueError("--probe is not supported in distributed runs; run without --nproc")
+        raise UsageError("--probe is not supported in distributed runs; run without --nproc")
     if "numba" not in sys.modules:  # torchrun sets OMP_NUM_THREADS only; Numba reads this
         local = int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size))
         os.environ.update(share_cores(local))
@@ -331,8 +332,8 @@ def strip_nproc(argv: list[str]) -> list[str]:
 
 
 def launch_cli(argv: list[str], nproc: int, grace_s: float = 60.0) -> int:
-    """``bnlab ... --nproc N``: run the same command as N local ranks (torchrun's environment)."""
+    """``bnlab ... --nproc N``: run ``bnlab worker ...`` (the same command) as N local ranks."""
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
-    cmd = [sys.executable, "-m", "bnlab.cli", *strip_nproc(argv)]
+    cmd = [sys.executable, "-m", "bnlab", "worker", *strip_nproc(argv)]
     return launch_local(cmd, nproc, grace_s=grace_s, env=share_cores(nproc))

@@ -30,6 +30,7 @@ from bnlab.lab.config import Config, config_from_dict
 from bnlab.lab.data import Dataset, has_idx_dataset, load_dataset
 from bnlab.lab.download import download
 from bnlab.lab.environment import environment
+from bnlab.lab.errors import UsageError
 from bnlab.lab.grid import Run, RunParams, expand
 from bnlab.lab.models import build_model
 from bnlab.lab.presets import MNIST_FALLBACK, get_preset
@@ -176,7 +177,7 @@ def _check_resume(saved: Config, new: Config) -> Config:
         if getattr(new, key) != getattr(Config(), key) and getattr(new, key) != getattr(saved, key):
             conflicts.append(f"{key}: saved {getattr(saved, key)!r}, now {getattr(new, key)!r}")
     if conflicts:
-        raise ValueError(
+        raise UsageError(
             "--resume continues the saved experiment; these settings differ from it: "
             + "; ".join(conflicts)
         )

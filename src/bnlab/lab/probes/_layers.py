@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnlab.lab.errors import UsageError
+
 
 def layer_names(model: nn.Module) -> list[str]:
     """Every selectable layer of ``model``: its named submodules (the root excluded)."""
@@ -31,7 +33,7 @@ def _describe(model: nn.Module) -> str:
 
 
 def find_layer(model: nn.Module, spec: str) -> tuple[str, nn.Module]:
-    """Return ``(name, module)`` for ``spec``; ValueError listing the layers that exist otherwise."""
+    """Return ``(name, module)`` for ``spec``; UsageError listing the layers that exist otherwise."""
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"layer must be a non-empty str, got {spec!r}")
     modules = dict(model.named_modules())
@@ -45,7 +47,7 @@ def find_layer(model: nn.Module, spec: str) -> tuple[str, nn.Module]:
             ]
             if int(index) < len(matches):
                 return matches[int(index)]
-    raise ValueError(
+    raise UsageError(
         f"model {type(model).__name__} has no layer {spec!r}; layers that exist "
         f"(name (Type#k)): {_describe(model)}"
     )

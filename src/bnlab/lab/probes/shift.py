@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab.lab.errors import UsageError
 from bnlab.lab.probes._hook import InputHook
 from bnlab.lab.probes._layers import find_layer, parameters_before
 
@@ -111,7 +112,7 @@ def ics_measure(
     _, module = find_layer(model, layer)
     target = [p for p in module.parameters() if p.requires_grad]
     if not target:
-        raise ValueError(f"layer {layer!r} has no trainable parameters to take a gradient of")
+        raise UsageError(f"layer {layer!r} has no trainable parameters to take a gradient of")
     earlier = parameters_before(model, module)
     params = [p for p in model.parameters()]
     saved_params = [p.detach().clone() for p in params]

@@ -1,10 +1,10 @@
 """End to end: a training epoch with bnlab's BN layers vs torch's, same model, seed and batches.
 
-    python -m bnlab.lab.impl_bench [--network lizard-cnn --batch-size 1000 --repeats 5]
+    python -m bnlab.bench.lab_epoch [--network lizard-cnn --batch-size 1000 --repeats 5]
 
 Two copies of the same network are built from the same seed, one with ``bn_impl="bnlab"`` and
 one with ``bn_impl="torch"`` (the lab's switch), and trained epoch by epoch, alternating
-(``bnlab.lab.alternate``), on the same shuffled batches with the lab's trainer. Reported: the
+(``bnlab.bench.timing``), on the same shuffled batches with the lab's trainer. Reported: the
 median epoch time of each and their ratio (bnlab / torch; below 1 is faster), and the last
 epoch's training loss of each: close, not equal (float32 rounding differences between the two
 BNs grow over thousands of optimizer steps), a check that the comparison is like for like.
@@ -13,12 +13,11 @@ BNs grow over thousands of optimizer steps), a check that the comparison is like
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Sequence
 
 import torch
 
-from bnlab.lab.alternate import alternate, median_ratio
+from bnlab.bench.timing import describe, interleave, ratio_of_medians
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
@@ -47,17 +46,17 @@ def measure(dataset: Dataset, params: RunParams, repeats: int) -> dict[str, obje
             return seconds
 
         runs[impl] = run
-    bnlab_times, torch_times = alternate(runs["bnlab"], runs["torch"], repeats)
+    times = interleave(runs, repeats)
     return {
-        "bnlab_s": bnlab_times,
-        "torch_s": torch_times,
-        "ratio": median_ratio(bnlab_times, torch_times),
+        "bnlab_s": times["bnlab"],
+        "torch_s": times["torch"],
+        "ratio": ratio_of_medians(times["bnlab"], times["torch"]),
         "last_loss": last_loss,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnlab.lab.impl_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bnlab.bench.lab_epoch", description=__doc__)
     parser.add_argument("--network", default="lizard-cnn")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -85,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.batch_size}, {torch.get_num_threads()} thread(s), {args.repeats} epochs each, "
         "alternating:"
     )
-    print(f"  bn_impl=bnlab epoch median {statistics.median(b):.3f} s  {[round(x, 3) for x in b]}")
-    print(f"  bn_impl=torch epoch median {statistics.median(t):.3f} s  {[round(x, 3) for x in t]}")
+    print(f"  {describe('bn_impl=bnlab epoch', b)}")
+    print(f"  {describe('bn_impl=torch epoch', t)}")
     print(f"  bnlab / torch = {result['ratio']:.3f}; last training loss {result['last_loss']}")
     return 0
 

@@ -2,17 +2,17 @@
 
 For each layer shape (the per-rank batch), every rank times a training step (forward +
 backward) of ``bnlab.BatchNorm*`` and of ``bnlab.SyncBatchNorm`` on its own shard, the two
-interleaved repeat by repeat. A step's time is the slowest rank's (the ranks wait for each
-other in SyncBN anyway); the report gives the medians, their ratio and the difference.
+interleaved repeat by repeat (``bnlab.bench.timing``). A step's time is the slowest rank's (the
+ranks wait for each other in SyncBN anyway); the report gives the medians, their ratio and the
+difference.
 
-    python -m bnlab.distributed.bench --nproc 2 --shape 32x64x16x16 --shape 256x512
+    python -m bnlab.bench.sync --nproc 2 --shape 32x64x16x16 --shape 256x512
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +21,9 @@ import torch
 import torch.distributed as dist
 
 import bnlab
-from bnlab.distributed.launch import init_process_group, spawn_local
+from bnlab.bench.timing import Runner, interleave, medians, ratio_of_medians
+from bnlab.lab.launch import init_process_group, spawn_local
+from bnlab.lab.record import atomic_write_text
 
 DEFAULT_SHAPES = ("256x512", "32x64x32x32", "16x256x8x8", "8x32x8x16x16")
 
@@ -53,6 +55,17 @@ def _step_time(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> flo
     return elapsed
 
 
+def _slowest_rank(layer: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> Runner:
+    """A runner: one training step on every rank; its duration is the slowest rank's."""
+
+    def run(_round: int) -> float:
+        t = torch.tensor(_step_time(layer, x, dy), dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
+    return run
+
+
 def _worker(
     rank: int,
     nproc: int,
@@ -74,22 +87,16 @@ def _worker(
         dy = torch.randn(shape)
         local = _LOCAL[len(shape)](shape[1])
         sync = bnlab.SyncBatchNorm(shape[1])
-        times: dict[str, list[float]] = {"local": [], "sync": []}
-        for i in range(warmup + repeats):  # warm-up steps: JIT compilation, allocator, caches
-            for name, layer in (("local", local), ("sync", sync)):
-                t = torch.tensor(_step_time(layer, x, dy), dtype=torch.float64)
-                dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                if i >= warmup:
-                    times[name].append(float(t))
-        med_local = statistics.median(times["local"])
-        med_sync = statistics.median(times["sync"])
+        runners = {"local": _slowest_rank(local, x, dy), "sync": _slowest_rank(sync, x, dy)}
+        times = interleave(runners, repeats, warmup)  # warm-up: JIT compilation, allocator
+        med = medians(times)
         rows.append(
             {
                 "shape": "x".join(map(str, shape)),
-                "local_ms": med_local * 1e3,
-                "sync_ms": med_sync * 1e3,
-                "ratio": med_sync / med_local,
-                "overhead_ms": (med_sync - med_local) * 1e3,
+                "local_ms": med["local"] * 1e3,
+                "sync_ms": med["sync"] * 1e3,
+                "ratio": ratio_of_medians(times["sync"], times["local"]),
+                "overhead_ms": (med["sync"] - med["local"]) * 1e3,
             }
         )
     if rank == 0:
@@ -116,13 +123,13 @@ def _worker(
                 "kernels": kernels,
                 "backend": "gloo",
             }
-            Path(out).write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
+            atomic_write_text(Path(out), json.dumps({"config": meta, "rows": rows}, indent=2))
     dist.destroy_process_group()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="bnlab bench --sync",
+        prog="python -m bnlab.bench.sync",
         description="SyncBatchNorm overhead against local BatchNorm on N local processes.",
     )
     p.add_argument("--nproc", type=int, default=2, help="processes (default 2)")
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point (``bnlab bench --sync`` forwards its remaining arguments here)."""
+    """``python -m bnlab.bench.sync``."""
     args = build_parser().parse_args(argv)
     if args.nproc < 2:
         raise SystemExit(f"--nproc must be at least 2 to measure synchronization, got {args.nproc}")

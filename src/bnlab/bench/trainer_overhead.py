@@ -1,25 +1,26 @@
 """Trainer overhead: the trainer's epoch vs a bare hand-written loop, same model and data.
 
-    python -m bnlab.lab.overhead [--network mlp --batch-size 64 --samples 10000 --repeats 7]
+    python -m bnlab.bench.trainer_overhead [--network mlp --batch-size 64 --samples 10000
+                                            --repeats 7]
 
-Both loops run in one process, alternating, on two copies of the same freshly seeded model;
-the result is the ratio of the median epoch times (trainer / bare). The bare loop does only
-what any loop must: shuffle, slice, forward, loss, zero_grad, backward, step. The trainer adds
-the on-tensor accumulation of loss and metric and its single read per epoch.
+Both loops run in one process, alternating (``bnlab.bench.timing``), on two copies of the same
+freshly seeded model; the result is the ratio of the median epoch times (trainer / bare). The
+bare loop does only what any loop must: shuffle, slice, forward, loss, zero_grad, backward,
+step. The trainer adds the on-tensor accumulation of loss and metric and its single read per
+epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from bnlab.lab.alternate import alternate
+from bnlab.bench.timing import describe, interleave, medians
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
@@ -64,17 +65,15 @@ def measure(
         g = epoch_generator(params.seed, epoch)
         return bare_epoch(model_b, opt_b, dataset.x_train, dataset.y_train, params.batch_size, g)
 
-    trainer_times, bare_times = alternate(trainer_epoch, bare, repeats)
-    return (
-        statistics.median(trainer_times),
-        statistics.median(bare_times),
-        trainer_times,
-        bare_times,
-    )
+    times = interleave({"trainer": trainer_epoch, "bare": bare}, repeats)
+    med = medians(times)
+    return med["trainer"], med["bare"], times["trainer"], times["bare"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnlab.lab.overhead", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bnlab.bench.trainer_overhead", description=__doc__
+    )
     parser.add_argument("--network", default="mlp")
     parser.add_argument("--bn", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -94,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.network} bn={args.bn} batch {args.batch_size}, {len(dataset.x_train)} samples, "
         f"{args.threads} thread(s), {args.repeats} epochs each, alternating:"
     )
-    print(f"  trainer epoch median {t:.4f} s  {[round(x, 4) for x in ts]}")
-    print(f"  bare loop epoch median {b:.4f} s  {[round(x, 4) for x in bs]}")
+    print(f"  {describe('trainer epoch', ts, digits=4)}")
+    print(f"  {describe('bare loop epoch', bs, digits=4)}")
     print(f"  overhead: trainer / bare = {t / b:.4f} ({(t / b - 1) * 100:+.2f}%)")
     return 0
 

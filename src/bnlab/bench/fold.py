@@ -1,23 +1,24 @@
 """Benchmark: a folded Conv+BN costs what the Conv alone costs at inference.
 
 Three models with the same convolutions, timed in one process, interleaved round by round so
-that machine load hits them alike: Conv+BN+ReLU blocks (eval), the same after
-``fold_batchnorm``, and Conv+ReLU alone. Reported as ratios of medians to the Conv-alone time.
+that machine load hits them alike (``bnlab.bench.timing``): Conv+BN+ReLU blocks (eval), the
+same after ``fold_batchnorm``, and Conv+ReLU alone. Reported as ratios of medians to the
+Conv-alone time.
 
-Run: ``python -m bnlab.transforms.fold_bench [--rounds 30] [--threads 1]``
+Run: ``python -m bnlab.bench.fold [--rounds 30] [--threads 1]``
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
 from torch import nn
 
+from bnlab.bench.timing import interleave, medians, ratio_of_medians, timed
 from bnlab.layers import BatchNorm2d
-from bnlab.transforms.fold import fold_batchnorm
+from bnlab.transforms import fold_batchnorm
 
 
 def _blocks(channels: int, depth: int, with_bn: bool) -> nn.Sequential:
@@ -52,26 +53,21 @@ def bench_fold(
     conv_only = _blocks(channels, depth, False).eval()
     x = torch.randn(batch, 3, size, size)
     models = {"conv+bn": with_bn, "folded": folded, "conv": conv_only}
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for model in models.values():  # warm-up
-            for _ in range(3):
-                model(x)
-        for _ in range(rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
+        runners = {name: timed(partial(model, x)) for name, model in models.items()}
+        times = interleave(runners, rounds, warmup=3)
     return {
-        **{f"{name}_s": t for name, t in med.items()},
-        "folded_over_conv": med["folded"] / med["conv"],
-        "unfolded_over_conv": med["conv+bn"] / med["conv"],
+        **{f"{name}_s": t for name, t in medians(times).items()},
+        "folded_over_conv": ratio_of_medians(times["folded"], times["conv"]),
+        "unfolded_over_conv": ratio_of_medians(times["conv+bn"], times["conv"]),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """``python -m bnlab.bench.fold``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bnlab.bench.fold", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=16)

@@ -1,7 +1,7 @@
 """Starting process groups, on one machine or under torchrun, and telling who went missing.
 
 - ``spawn_local(fn, nproc, *args)`` runs ``fn(rank, nproc, init_method, *args)`` in ``nproc``
-  fresh processes that meet at a free TCP port on 127.0.0.1 (tests, benchmarks).
+  fresh processes that meet at a free TCP port on 127.0.0.1 (tests, ``bnlab.bench.sync``).
 - ``launch_local(cmd, nproc)`` runs a command ``nproc`` times with the environment torchrun
   gives its workers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): one code path
   for ``--nproc N`` and for torchrun.
@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bnlab.kernels import warm_up
+from bnlab.lab.errors import UsageError
 
 __all__ = [
     "DistEnv",
@@ -158,8 +159,8 @@ def init_from_env(
     started by ``launch_local`` rank 0 serves it. ``timeout_s`` bounds every collective's wait
     for a missing peer.
     """
-    if timeout_s <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout_s!r} seconds")
+    if timeout_s <= 0:  # --dist-timeout
+        raise UsageError(f"timeout must be positive, got {timeout_s!r} seconds")
     timeout = datetime.timedelta(seconds=timeout_s)
     if env.master_addr in ("127.0.0.1", "localhost") and sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

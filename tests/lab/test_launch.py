@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bnlab.distributed.launch import env_world, launch_local
+from bnlab.lab.launch import env_world, launch_local
 
 WRITE_ENV = (
     "import json, os, sys; keys = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', "

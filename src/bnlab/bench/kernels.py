@@ -26,10 +26,12 @@ second; read: a sum over a large buffer).
 
 Usage::
 
-    bnlab bench                      # all cases, table + JSON (bench.json)
+    bnlab bench                      # all cases, table + JSON (bench.json); also `make bench`
     bnlab bench --quick              # tiny cases, few reps: a smoke run
-    python -m bnlab.bench --cases 256x64x28x28 --reps 30 --json out.json
-    bnlab bench --sync [--nproc 2]   # SyncBatchNorm vs local BN (bnlab.distributed.bench)
+    python -m bnlab.bench.kernels --cases 256x64x28x28 --reps 30 --json out.json
+
+Peers are timed with ``bnlab.bench.timing`` (interleaved rounds); the JSON is written
+atomically (``bnlab.lab.record.atomic_write_text``).
 """
 
 from __future__ import annotations
@@ -39,22 +41,23 @@ import gc
 import json
 import os
 import platform
-import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import bnlab
+from bnlab.bench.timing import interleave, medians, timed
 from bnlab.functional import batch_norm, batch_norm_act
 from bnlab.kernels import output_cache
+from bnlab.lab.record import atomic_write_text
 
-__all__ = ["CASES", "Case", "main"]
+__all__ = ["CASES", "Case", "add_arguments", "main", "run", "run_from_args"]
 
 
 @dataclass(frozen=True)
@@ -108,18 +111,10 @@ class Row:
 def _times_ms(
     fns: dict[str, Callable[[], Any]], reps: int, warmup: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(median, min) wall time of each function, interleaved rep by rep, after warm-up."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    """(median, min) wall time of each function in ms, interleaved rep by rep after warm-up."""
+    times = interleave({name: timed(fn) for name, fn in fns.items()}, reps, warmup)
     return (
-        {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        {k: v * 1e3 for k, v in medians(times).items()},
         {k: min(v) * 1e3 for k, v in times.items()},
     )
 
@@ -300,20 +295,6 @@ def run(
     }
 
 
-def write_json_atomic(data: dict[str, Any], path: str) -> None:
-    """Write JSON to a temporary file next to ``path``, then rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -374,13 +355,8 @@ def _parse_case(text: str) -> Case:
     return Case(shape, cl)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``bnlab bench``, ``python -m bnlab.bench``, ``make bench``)."""
-    if argv is not None and "--sync" in argv:  # SyncBatchNorm overhead on N local processes
-        from bnlab.distributed.bench import main as sync_main
-
-        return sync_main([a for a in argv if a != "--sync"])
-    parser = argparse.ArgumentParser(prog="bnlab bench", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options, on its own parser or on the ``bnlab bench`` subcommand."""
     parser.add_argument("--quick", action="store_true", help="tiny cases, 5 reps, no compile")
     parser.add_argument("--cases", nargs="+", type=_parse_case, help="e.g. 256x64x28x28_cl")
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
@@ -392,10 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory sampling")
     parser.add_argument("--json", default="bench.json", help="output path (default bench.json)")
-    args = parser.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Measure as the options say, write the JSON, print the table."""
     reps = args.reps if args.reps is not None else (5 if args.quick else 30)
     if reps < 1:
-        parser.error(f"--reps must be >= 1, got {reps}")
+        raise SystemExit(f"--reps must be >= 1, got {reps}")
     cases = args.cases or (QUICK_CASES if args.quick else CASES)
     result = run(
         cases,
@@ -406,10 +385,19 @@ def main(argv: list[str] | None = None) -> int:
         ops=tuple(args.ops),
         measure_memory=not args.no_memory,
     )
-    write_json_atomic(result, args.json)
+    atomic_write_text(Path(args.json), json.dumps(result, indent=2))
     print_table(result)
     print(f"wrote {args.json}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bnlab.bench.kernels`` (``bnlab bench`` and ``make bench`` run the same)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bnlab.bench.kernels", description=__doc__.split("\n")[0]
+    )
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
