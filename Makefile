@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The lab's headline experiment: seed 001's CNN with vs without BN on Fashion-MNIST (~2 min).
+# The lab's headline experiment: tutorial 001's CNN with vs without BN on Fashion-MNIST (~2 min).
 demo: $(STAMP) data
 	$(VENV)/bin/bnlab compare lizard-cnn $(DEMO_ARGS)
 

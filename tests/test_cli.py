@@ -36,6 +36,9 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in ("lizard-cnn", "keras-mlp", "mlp", "mpg", "mpg-mlp", "digits", "fashion-mnist"):
         assert name in out
+    header = next(line for line in out.splitlines() if "preset" in line and "network" in line)
+    assert "tutorial" in header and "seed" not in header  # "seed" is for random seeds only
+    assert "tutorial 001:" in out and "seed 00" not in out
 
 
 def test_compare_then_show_then_never_overwrite(tmp_path, capsys):
@@ -79,6 +82,50 @@ def test_run_toml_and_config_errors(tmp_path, capsys):
     assert "'threads'" in err and "must be int" in err
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    config.write_text("[grid]\nlr = [0.1]\nmomentum = [0.9]\n")
+    assert main(["run", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: parameter 'momentum' in [grid] of {config} was renamed 'sgd_momentum' "
+        "(SGD momentum; BN's is 'bn_momentum')\n"
+    )
+    config.write_text("[grid]\nlr = -1\n")
+    assert main(["run", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: parameter 'lr' in [grid] of {config} must be > 0, got -1.0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+        (["--epochs", "0"], "--epochs must be > 0, got 0"),
+        (["--bn-eps", "0"], "--bn-eps must be > 0, got 0.0"),
+        (["--bn-momentum", "2"], "--bn-momentum must be in [0, 1] or 'cumulative', got 2.0"),
+        (["--sgd-momentum", "-0.1"], "--sgd-momentum must be >= 0, got -0.1"),
+        (["--seeds", "1,1"], "--seeds lists a value twice: [1, 1]"),
+        (["--threads", "-2"], "--threads must be >= 0, got -2"),
+        (["--limit-train", "-5"], "--limit-train must be >= 0, got -5"),
+        (["--probe", "bogus"], "--probe: unknown probe(s) ['bogus']"),
+        (["--dataset", "cifar"], "--dataset must be one of"),
+    ],
+)
+def test_run_setting_errors_name_their_flag(flags, message, capsys):
+    assert main(["compare", "mlp", *flags, "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_bn_flags_reach_the_grid(tmp_path, capsys):
+    out_dir = tmp_path / "bn"
+    args = ["compare", "keras-mlp", *FAST, "--out", str(out_dir)]
+    assert main([*args, "--bn-momentum", "cumulative", "--bn-eps", "1e-4"]) == 0
+    record = json.loads((out_dir / "record.json").read_text())
+    assert record["grid"]["bn_momentum"] == ["cumulative"] and record["grid"]["bn_eps"] == [1e-4]
+    assert {(r["bn_momentum"], r["bn_eps"]) for r in record["rows"]} == {("cumulative", 1e-4)}
+    with pytest.raises(SystemExit):
+        main(["compare", "mlp", "--bn-momentum", "fast"])
+    assert "expected a number in [0, 1] or 'cumulative', got 'fast'" in capsys.readouterr().err
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
@@ -99,6 +146,9 @@ def test_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["compare", "mlp", "--nproc", "0"])
     assert "--nproc: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert main(["compare", "mlp", *FAST, "--out", str(tmp_path / "none"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: no experiment to resume at") and "Traceback" not in err
 
 
 def test_internal_error_exits_1_with_its_traceback(monkeypatch, capsys):

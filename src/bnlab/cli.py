@@ -1,7 +1,7 @@
 """The ``bnlab`` command (also ``python -m bnlab``): the lab's experiments and the kernel benchmark.
 
     bnlab list                          presets, networks and data sets
-    bnlab compare PRESET [options]      a seed's experiment, with vs without BN
+    bnlab compare PRESET [options]      a tutorial's experiment, with vs without BN
     bnlab run CONFIG.toml [--resume]    any grid (see bnlab.lab.config)
     bnlab show RUN_DIR                  print a run folder's record again
     bnlab report RUN_DIR... [-o FILE]   one self-contained HTML report (bnlab.lab.report)
@@ -10,11 +10,11 @@
                                         this machine, and what torchrun starts (see README)
 
 Exit status: 0 done. 2 the user's error, one line on stderr (``error: ...``) saying what is
-wrong and how to fix it: argparse's errors, ``bnlab.lab.errors.UsageError`` and the lab's other
-user-facing errors (``USER_ERRORS``), a missing optional dependency (``pip install
-"bnlab[lab]"``), and what the lab's checks reject while a command reads its input
-(``_reading_input``). 1 any other exception: a bug, shown with its traceback. 130 Ctrl-C, after
-saving every finished epoch.
+wrong and how to fix it: argparse's errors, ``bnlab.lab.errors.UsageError`` (what the lab's
+checks of presets, configs, grids, records and folders reject) and the lab's other user-facing
+errors (``USER_ERRORS``), a missing optional dependency (``pip install "bnlab[lab]"``). 1 any
+other exception: a bug, shown with its traceback. 130 Ctrl-C, after saving every finished
+epoch.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +57,21 @@ EXTRAS = {
 }
 
 
-@contextmanager
-def _reading_input() -> Iterator[None]:
-    """While a command reads and checks its input, and only then, a ValueError, TypeError or
-    FileNotFoundError is the user's: the lab's parsers and checks (presets, Config, load_config,
-    load_record) raise those for bad input."""
-    try:
-        yield
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from exc
+#: the command-line flag of a config key or run parameter, where it is not "--" + the key
+#: with "-" for "_" (error messages name the flag a value came from)
+_FLAG_NAMES = {"probes": "--probe", "seed": "--seeds"}
+#: the config settings `compare` and `run` take as flags
+_RUN_SETTINGS = (
+    "data_dir", "threads", "out", "progress", "download", "tensorboard", "probes", "probe_layer"
+)  # fmt: skip
+#: the run parameters `bnlab compare` takes as flags (each one value)
+_GRID_FLAGS = (
+    "epochs", "lr", "batch_size", "bn_impl", "bn_momentum", "bn_eps", "dataset", "sgd_momentum"
+)  # fmt: skip
+
+
+def _flag(key: str) -> str:
+    return _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
 
 
 def _positive_int(text: str) -> int:
@@ -92,6 +97,18 @@ def _seeds(text: str) -> list[int] | int:
     if count < 1:
         raise argparse.ArgumentTypeError(f"--seeds count must be >= 1, got {count}")
     return count
+
+
+def _bn_momentum(text: str) -> float | str:
+    """``0.1`` (PyTorch's convention) or ``cumulative``; the range is the grid's check."""
+    if text == "cumulative":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1] or 'cumulative', got {text!r}"
+        ) from None
 
 
 def _add_run_options(parser: argparse.ArgumentParser, worker: bool) -> None:
@@ -127,6 +144,13 @@ def _add_experiment_commands(sub: Any, worker: bool = False) -> None:
     compare.add_argument("--batch-size", type=int)
     compare.add_argument("--seeds", type=_seeds, help="a count (3) or a list (50,51,52)")
     compare.add_argument("--bn-impl", choices=("bnlab", "torch"), help="BN implementation")
+    compare.add_argument(
+        "--bn-momentum",
+        type=_bn_momentum,
+        help="BN's momentum, PyTorch's convention, or 'cumulative' (default: the network's)",
+    )
+    compare.add_argument("--bn-eps", type=float, help="BN's eps (default: the network's)")
+    compare.add_argument("--sgd-momentum", type=float, help="SGD's momentum (optimizer sgd)")
     compare.add_argument("--dataset", help="data set instead of the preset's")
     compare.add_argument("--limit-train", type=int, help="use the first N training samples")
     compare.add_argument("--limit-test", type=int, help="use the first N test samples")
@@ -177,19 +201,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
+    """The config settings given as flags, checked one by one (an error names the flag)."""
+    from bnlab.lab.config import check_fields
+
     values: dict[str, Any] = {}
-    for key in ("data_dir", "threads", "out", "progress"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    for key in ("download", "tensorboard"):
-        if getattr(args, key):
-            values[key] = True
-    if args.probe is not None:
-        values["probes"] = [p for p in args.probe.split(",") if p.strip()]
-    if args.probe_layer is not None:
-        values["probe_layer"] = args.probe_layer
+    for key in keys:
+        value: Any
+        if key == "probes":
+            value = None if args.probe is None else [p for p in args.probe.split(",") if p.strip()]
+        elif key in ("download", "tensorboard"):
+            value = True if getattr(args, key) else None
+        else:
+            value = getattr(args, key)
+        if value is not None:
+            check_fields({key: value}, _flag(key))
+            values[key] = value
     return values
+
+
+def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings both `compare` and `run` take as flags."""
+    return _settings(args, _RUN_SETTINGS)
 
 
 def _experiment(config: Any, args: argparse.Namespace, console: Console) -> int:
@@ -197,8 +230,7 @@ def _experiment(config: Any, args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.display import show
     from bnlab.lab.launch import env_world
 
-    with _reading_input():
-        env = env_world()
+    env = env_world()
     if args.command == "worker":
         if env is None:
             raise UsageError(
@@ -248,11 +280,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.presets import PRESETS
 
     table = Table(title="presets (bnlab compare PRESET)")
-    for col in ("preset", "seed", "network", "data", "description"):
+    for col in ("preset", "tutorial", "network", "data", "description"):
         table.add_column(col)
     for p in PRESETS.values():
         table.add_row(
-            p.name, p.seed_tutorial, p.params["network"][0], p.params["dataset"][0], p.description
+            p.name, p.tutorial, p.params["network"][0], p.params["dataset"][0], p.description
         )
     console.print(table)
     table = Table(title="networks (grid key `network`)")
@@ -276,23 +308,21 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.config import Config
+    from bnlab.lab.grid import check_grid
     from bnlab.lab.presets import get_preset
 
-    with _reading_input():
-        preset = get_preset(args.preset)
-        grid: dict[str, Any] = {}
-        for key in ("epochs", "lr", "batch_size", "bn_impl", "dataset"):
-            if getattr(args, key) is not None:
-                grid[key] = [getattr(args, key)]
-        if args.seeds is not None:
-            first = preset.params["seed"][0]
-            seeds = args.seeds
-            grid["seed"] = list(range(first, first + seeds)) if isinstance(seeds, int) else seeds
-        values = _runtime_overrides(args)
-        for key in ("limit_train", "limit_test", "name"):
-            if getattr(args, key) is not None:
-                values[key] = getattr(args, key)
-        config = Config(preset=preset.name, grid=grid, **values)
+    preset = get_preset(args.preset)
+    grid: dict[str, Any] = {}
+    for key in _GRID_FLAGS:
+        if getattr(args, key) is not None:
+            grid.update(check_grid({key: getattr(args, key)}, _flag(key)))
+    if args.seeds is not None:
+        first = preset.params["seed"][0]
+        seeds = args.seeds
+        seeds = list(range(first, first + seeds)) if isinstance(seeds, int) else seeds
+        grid.update(check_grid({"seed": seeds}, _flag("seed")))
+    values = _runtime_overrides(args) | _settings(args, ("limit_train", "limit_test", "name"))
+    config = Config(preset=preset.name, grid=grid, **values)
     return _experiment(config, args, console)
 
 
@@ -301,8 +331,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     from bnlab.lab.config import load_config
 
-    with _reading_input():
-        config = replace(load_config(args.config), **_runtime_overrides(args))
+    config = replace(load_config(args.config), **_runtime_overrides(args))
     return _experiment(config, args, console)
 
 
@@ -310,8 +339,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     from bnlab.lab.display import show
     from bnlab.lab.record import load_record
 
-    with _reading_input():
-        record = load_record(args.run_dir)
+    record = load_record(args.run_dir)
     show(record, args.run_dir, console, rows=args.rows)
     return 0
 

@@ -1,4 +1,5 @@
-"""Run grid expansion and names, typed config checks, TOML round trip, presets, stats."""
+"""Run grid expansion and names, typed config checks (errors name the key, where it came from and
+the value; renamed keys name the new one), TOML round trip, presets, BN axes, stats."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import pytest
 
 from bnlab.lab.config import Config, config_from_dict, load_config
-from bnlab.lab.grid import RunParams, expand
+from bnlab.lab.errors import UsageError
+from bnlab.lab.grid import RunParams, check_value, expand
+from bnlab.lab.models import BN_IMPLS, NETWORKS, build_model
 from bnlab.lab.presets import PRESETS
 from bnlab.lab.stats import mean_ci95
 
@@ -26,38 +29,99 @@ def test_expand_single_values_are_not_in_the_name():
 
 
 @pytest.mark.parametrize(
-    ("grid", "error", "match"),
+    ("grid", "match"),
     [
-        ({"learning_rate": [0.1]}, ValueError, "unknown parameter 'learning_rate'"),
-        ({"lr": ["fast"]}, TypeError, "parameter 'lr' in grid must be float, got str"),
-        ({"batch_size": [3.5]}, TypeError, "'batch_size' in grid must be int"),
-        ({"bn": [1]}, TypeError, "'bn' in grid must be bool, got int"),
-        ({"epochs": [True]}, TypeError, "'epochs' in grid must be int, got bool"),
-        ({"optimizer": ["rmsprop"]}, ValueError, "must be one of adam, sgd"),
-        ({"lr": [-1.0]}, ValueError, "'lr' in grid must be > 0"),
-        ({"seed": []}, ValueError, "empty list"),
-        ({"seed": [1, 1]}, ValueError, "lists a value twice"),
+        ({"learning_rate": [0.1]}, "unknown parameter 'learning_rate'"),
+        ({"lr": ["fast"]}, "parameter 'lr' in grid must be float, got str"),
+        ({"batch_size": [3.5]}, "'batch_size' in grid must be int"),
+        ({"bn": [1]}, "'bn' in grid must be bool, got int"),
+        ({"epochs": [True]}, "'epochs' in grid must be int, got bool"),
+        ({"optimizer": ["rmsprop"]}, "must be one of adam, sgd"),
+        ({"lr": [-1.0]}, "'lr' in grid must be > 0, got -1.0"),
+        ({"lr": [float("nan")]}, "'lr' in grid must be > 0, got nan"),
+        ({"seed": []}, "empty list"),
+        ({"seed": [1, 1]}, "lists a value twice"),
+        ({"sgd_momentum": [-0.5]}, "'sgd_momentum' in grid must be >= 0, got -0.5"),
+        (
+            {"bn_momentum": [1.5]},
+            r"'bn_momentum' in grid must be in \[0, 1\] or 'cumulative', got 1.5",
+        ),
+        ({"bn_momentum": [-0.1]}, r"'bn_momentum' in grid must be in \[0, 1\]"),
+        ({"bn_momentum": ["slow"]}, "'bn_momentum' in grid must be float or 'cumulative', got str"),
+        ({"bn_momentum": [None]}, "'bn_momentum' in grid must be float or 'cumulative', got None"),
+        ({"bn_eps": [0.0]}, "'bn_eps' in grid must be > 0, got 0.0"),
+        ({"bn_eps": [-1e-5]}, "'bn_eps' in grid must be > 0, got -1e-05"),
+        (
+            {"momentum": [0.9]},
+            "parameter 'momentum' in grid was renamed 'sgd_momentum' "
+            r"\(SGD momentum; BN's is 'bn_momentum'\)",
+        ),
     ],
 )
-def test_grid_rejects_bad_values(grid, error, match):
-    with pytest.raises(error, match=match):
+def test_grid_rejects_bad_values(grid, match):
+    with pytest.raises(UsageError, match=match):
         expand(grid)
 
 
 def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
-    with pytest.raises(ValueError, match="unknown key 'epoch' in config"):
+    with pytest.raises(UsageError, match="unknown key 'epoch' in config"):
         config_from_dict({"epoch": 3})
-    with pytest.raises(TypeError, match="key 'threads' in config must be int, got str"):
+    with pytest.raises(UsageError, match="key 'threads' in config must be int, got str"):
         config_from_dict({"threads": "2"})
     path = tmp_path / "bad.toml"
     path.write_text('name = "x"\n[grid]\nlr = [0.1]\nbatchsize = [2]\n')
-    with pytest.raises(ValueError, match=r"unknown parameter 'batchsize' in \[grid\]"):
+    with pytest.raises(
+        UsageError, match=r"unknown parameter 'batchsize' in \[grid\] of .*bad.toml"
+    ):
         load_config(path)
     path.write_text("name = \n")
-    with pytest.raises(ValueError, match="not valid TOML"):
+    with pytest.raises(UsageError, match="not valid TOML"):
         load_config(path)
-    with pytest.raises(ValueError, match="unknown preset"):
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(UsageError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(UsageError, match="unknown preset"):
         Config(preset="resnet")
+
+
+def test_config_errors_name_the_file_section_key_and_value(tmp_path):
+    path = tmp_path / "sweep.toml"
+    cases = [
+        ("[grid]\nlr = [0.1, -1]\n", f"parameter 'lr' in [grid] of {path} must be > 0, got -1.0"),
+        ("[grid]\nbn_eps = 0\n", f"parameter 'bn_eps' in [grid] of {path} must be > 0, got 0.0"),
+        ("threads = -1\n", f"key 'threads' in {path} must be >= 0, got -1"),
+        ('progress = "never"\n', f"key 'progress' in {path} must be 'auto', 'on' or 'off'"),
+        ('preset = "resnet"\n', f"key 'preset' in {path}: unknown preset 'resnet'"),
+        ('probes = ["bogus"]\n', f"key 'probes' in {path}: unknown probe(s) ['bogus']"),
+        ("lr = 0.1\n", f"key 'lr' in {path} is a run parameter: put it in the [grid] table"),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(UsageError) as caught:
+            load_config(path)
+        assert str(caught.value).startswith(message), (text, str(caught.value))
+
+
+def test_an_unknown_place_is_left_out_not_printed_empty():
+    with pytest.raises(UsageError) as caught:
+        check_value("lr", -1.0, where="")
+    assert str(caught.value) == "parameter 'lr' must be > 0, got -1.0"
+
+
+def test_renamed_keys_name_the_new_key(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text('preset = "mlp"\n[grid]\nmomentum = [0.9]\n')
+    with pytest.raises(UsageError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"parameter 'momentum' in [grid] of {path} was renamed 'sgd_momentum' "
+        "(SGD momentum; BN's is 'bn_momentum')"
+    )
+    path.write_text("momentum = 0.9\n")
+    with pytest.raises(UsageError, match=r"config key 'momentum' in .* was renamed 'sgd_momentum'"):
+        load_config(path)
 
 
 def test_toml_round_trip_of_resolved_config(tmp_path):
@@ -72,14 +136,51 @@ def test_toml_round_trip_of_resolved_config(tmp_path):
     assert load_config(path) == resolved
 
 
-def test_presets_match_the_seeds():
+def test_presets_match_the_tutorials():
     lizard = PRESETS["lizard-cnn"].params
     assert lizard["lr"] == [0.01] and lizard["batch_size"] == [1000]
     assert lizard["normalization"] == ["normal"] and lizard["optimizer"] == ["adam"]
     mlp = PRESETS["mlp"].params
-    assert mlp["optimizer"] == ["sgd"] and mlp["momentum"] == [0.9] and mlp["batch_size"] == [64]
+    assert mlp["optimizer"] == ["sgd"] and mlp["sgd_momentum"] == [0.9]
+    assert mlp["batch_size"] == [64]
     assert PRESETS["keras-mlp"].params["batch_size"] == [32]
     assert "Softmax" in PRESETS["keras-mlp"].description
+    assert [p.tutorial[:3] for p in PRESETS.values()] == ["001", "000", "002", "003"]
+    for preset in PRESETS.values():
+        expand(preset.params)  # every preset's parameters pass the grid's checks
+
+
+def test_bn_momentum_and_eps_default_to_the_networks_own():
+    """keras-mlp keeps its tutorial's Keras defaults (0.01 in PyTorch's terms, 1e-3); every other
+    network gets PyTorch's (0.1, 1e-5); a grid value applies to every network."""
+    assert (RunParams().bn_momentum, RunParams().bn_eps) == (0.1, 1e-5)
+    keras = RunParams(network="keras-mlp")
+    assert (keras.bn_momentum, keras.bn_eps) == (0.01, 1e-3)
+    runs = expand({"network": ["mlp", "keras-mlp"], "bn_eps": [1e-4]})
+    assert [(r.params.bn_momentum, r.params.bn_eps) for r in runs] == [(0.1, 1e-4), (0.01, 1e-4)]
+    assert [r.name for r in runs] == ["network=mlp", "network=keras-mlp"]
+    runs = expand({"network": ["keras-mlp"], "bn_momentum": [0.1, "cumulative"], "bn_eps": 1})
+    assert [r.name for r in runs] == ["bn_momentum=0.1", "bn_momentum=cumulative"]
+    assert runs[1].params.bn_momentum == "cumulative" and runs[1].params.bn_eps == 1.0
+
+
+def _bn_layers(model):
+    kinds = tuple(c for pair in BN_IMPLS.values() for c in pair)
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+@pytest.mark.parametrize("bn_impl", list(BN_IMPLS))
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_bn_axes_reach_every_bn_layer(network, bn_impl):
+    shape = (1, 28, 28)
+    default = _bn_layers(build_model(network, True, bn_impl, shape, 10, seed=0))
+    own = (0.01, 1e-3) if network == "keras-mlp" else (0.1, 1e-5)
+    assert default and all((m.momentum, m.eps) == own for m in default)
+    given = _bn_layers(build_model(network, True, bn_impl, shape, 10, 0, 0.05, 1e-4))
+    assert len(given) == len(default) and all((m.momentum, m.eps) == (0.05, 1e-4) for m in given)
+    cumulative = _bn_layers(build_model(network, True, bn_impl, shape, 10, 0, "cumulative"))
+    assert all(m.momentum is None and m.eps == own[1] for m in cumulative)
+    assert not _bn_layers(build_model(network, False, bn_impl, shape, 10, 0, 0.05, 1e-4))
 
 
 def test_mean_ci95_against_numpy_t_table():

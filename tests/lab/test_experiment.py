@@ -15,10 +15,12 @@ from torch import nn
 from bnlab.lab import data as data_module
 from bnlab.lab.config import Config, load_config
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
+from bnlab.lab.errors import UsageError
 from bnlab.lab.experiment import ExperimentExistsError, resolve, run_experiment
+from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
 from bnlab.lab.record import RECORD_JSON, columns, load_record
-from bnlab.lab.trainer import evaluate, train_epoch
+from bnlab.lab.trainer import evaluate, run_epoch, train_epoch
 
 
 def _tiny(**grid) -> Config:
@@ -34,8 +36,8 @@ def _tiny(**grid) -> Config:
     return Config(name="tiny", grid={**base, **grid}, limit_train=300, progress="off")
 
 
-def _seed001_networks():
-    """Seed 001's network1 / network2, typed in from the tutorial."""
+def _tutorial001_networks():
+    """Tutorial 001's network1 / network2, typed in from the tutorial."""
     torch.manual_seed(50)
     network1 = nn.Sequential(
         nn.Conv2d(in_channels=1, out_channels=6, kernel_size=5),
@@ -72,8 +74,8 @@ def _seed001_networks():
 
 
 @pytest.mark.parametrize("bn_impl", ["torch", "bnlab"])
-def test_lizard_cnn_is_the_seeds_network(bn_impl):
-    network1, network2 = _seed001_networks()
+def test_lizard_cnn_is_the_tutorials_network(bn_impl):
+    network1, network2 = _tutorial001_networks()
     ours1 = build_model("lizard-cnn", False, bn_impl, (1, 28, 28), 10, seed=50)
     ours2 = build_model("lizard-cnn", True, bn_impl, (1, 28, 28), 10, seed=50)
     for theirs, ours in ((network1, ours1), (network2, ours2)):
@@ -140,6 +142,53 @@ def test_no_per_batch_host_sync(monkeypatch):
     assert len(calls) == 2, f"{len(calls)} .item() calls in one epoch of 16 batches"
 
 
+def test_run_epoch_is_train_epoch_then_evaluate():
+    """One process: the shared epoch (run_epoch) gives train_epoch's and evaluate's figures."""
+    ds = _dataset(n=40, n_test=9)
+    params = RunParams(network="mlp", batch_size=6, seed=3)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+        models.append((model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)))
+    (a, opt_a), (b, opt_b) = models
+    result = run_epoch(a, opt_a, ds, params, epoch=2, eval_batch_size=4)
+    loss, acc, _ = train_epoch(b, opt_b, ds, 6, epoch_generator(3, 2))
+    test_loss, test_acc = evaluate(b, ds, batch_size=4)
+    assert (result.loss, result.metric) == (loss, acc)
+    assert (result.test_loss, result.test_metric) == (test_loss, test_acc)
+    assert result.samples == 40 and result.epoch_duration > 0
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+class _SecondOfTwo:
+    """Rank 1 of 2, without communication: it sees its shards only."""
+
+    world_size = 2
+
+    def shard(self, batch):
+        return torch.tensor_split(batch, 2)[1]
+
+    def eval_model(self, model):
+        return model
+
+    def combine(self, sums, seconds):
+        pass
+
+
+def test_an_empty_shard_adds_zero_and_keeps_gradients_finite():
+    """Batches of one sample leave rank 1 of 2 nothing: its loss is 0, not NaN."""
+    ds = _dataset(n=3, n_test=1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = run_epoch(model, opt, ds, RunParams(batch_size=1), 1, 1, ranks=_SecondOfTwo())
+    assert result.loss == 0.0 and result.metric == 0.0  # only this rank's (empty) sums
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
 def test_experiment_writes_the_documented_record(tmp_path):
     record, folder = run_experiment(_tiny(), root=tmp_path)
     assert folder == tmp_path / "tiny" and record.status == "complete"
@@ -196,8 +245,29 @@ def test_existing_folder_is_never_overwritten(tmp_path):
     with pytest.raises(ExperimentExistsError, match="--resume"):
         run_experiment(explicit, root=tmp_path)
     assert (first / RECORD_JSON).read_text() == before
-    with pytest.raises(FileNotFoundError, match="no experiment to resume"):
+    with pytest.raises(UsageError, match="no experiment to resume"):
         run_experiment(_tiny(), root=tmp_path / "empty", resume=True)
+
+
+def test_bn_axes_in_the_record_and_keras_defaults_unchanged(tmp_path):
+    """keras-mlp's own BN momentum and eps (Keras's defaults) are in its record; giving the same
+    values in the grid trains the same numbers; another momentum trains other numbers."""
+    default, _ = run_experiment(_tiny(bn=[True], seed=[0]), root=tmp_path / "a")
+    assert {(r["bn_momentum"], r["bn_eps"]) for r in default.rows} == {(0.01, 0.001)}
+    same, _ = run_experiment(
+        _tiny(bn=[True], seed=[0], bn_momentum=[0.01], bn_eps=[1e-3]), root=tmp_path / "b"
+    )
+    measured = ("loss", "accuracy", "test_loss", "test_accuracy")
+    assert [[r[k] for k in measured] for r in same.rows] == [
+        [r[k] for k in measured] for r in default.rows
+    ]
+    swept, _ = run_experiment(
+        _tiny(bn=[True], seed=[0], bn_momentum=[0.1, "cumulative"]), root=tmp_path / "c"
+    )
+    assert [r["group"] for r in swept.rows] == ["bn_momentum=0.1"] * 2 + [
+        "bn_momentum=cumulative"
+    ] * 2
+    assert swept.rows[-1]["test_loss"] != default.rows[-1]["test_loss"]
 
 
 def test_regression_records_mae(tmp_path):

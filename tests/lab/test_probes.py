@@ -26,7 +26,7 @@ from bnlab.lab.probes import (
 
 
 def tiny_cnn(bn: bool, seed: int = 0) -> nn.Sequential:
-    """A small twin of seed 001's network1/network2 (8x8 input)."""
+    """A small twin of tutorial 001's network1/network2 (8x8 input)."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2)]
     if bn:

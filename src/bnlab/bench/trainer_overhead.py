@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset, normalization="normal").subset(args.samples, 1)
     params = RunParams(
-        network=args.network, bn=args.bn, optimizer="sgd", lr=0.01, momentum=0.9,
+        network=args.network, bn=args.bn, optimizer="sgd", lr=0.01, sgd_momentum=0.9,
         batch_size=args.batch_size, seed=0,
     )  # fmt: skip
     t, b, ts, bs = measure(dataset, params, args.repeats)

@@ -11,7 +11,9 @@ A TOML config holds experiment settings at the top level and the run grid in ``[
     bn = [false, true]
     seed = [0, 1, 2]
 
-Unknown keys and wrong types are rejected with a message naming them. The resolved config
+Unknown keys, renamed keys (``momentum`` is now ``sgd_momentum``), wrong types and values out of
+range are rejected (``UsageError``) with a message naming the key, where it came from (the file
+and section, or the command-line flag) and the value. The resolved config
 (preset and defaults filled in, every grid list explicit) is saved with each experiment as
 ``config.toml`` and inside ``record.json``; ``bnlab run`` on it repeats the experiment.
 """
@@ -24,7 +26,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bnlab.lab.grid import RunParams, check_grid
+from bnlab.lab.errors import UsageError
+from bnlab.lab.grid import PARAM_TYPES, RENAMED_PARAMS, RunParams, check_grid, named
 from bnlab.lab.presets import get_preset
 
 
@@ -51,15 +54,6 @@ class Config:
 
     def __post_init__(self) -> None:
         check_fields(asdict(self), "config")
-        if self.progress not in ("auto", "on", "off"):
-            raise ValueError(f"progress must be 'auto', 'on' or 'off', got {self.progress!r}")
-        for key in ("threads", "limit_train", "limit_test", "split_seed"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.preset:
-            get_preset(self.preset)
         if self.probes:
             from bnlab.lab.probes.runner import parse_probes
 
@@ -105,40 +99,76 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
+_PROGRESS = ("auto", "on", "off")
+_AT_LEAST = {"threads": 0, "limit_train": 0, "limit_test": 0, "split_seed": 0, "eval_batch_size": 1}
+
+
 def check_fields(values: dict[str, Any], where: str) -> None:
-    """Reject unknown keys and wrong types, naming them."""
+    """Reject unknown and renamed keys, wrong types and values out of range (``UsageError``).
+
+    ``where`` is where the values came from: a place ("sweep.toml") or, for one value, its
+    command-line flag ("--threads"); see :func:`bnlab.lab.grid.named`.
+    """
     for key, value in values.items():
+        what = named("key", key, where)
         if key == "grid":
             if not isinstance(value, dict):
-                raise TypeError(f"{where}: 'grid' must be a table, got {type(value).__name__}")
+                raise UsageError(f"{what} must be a table, got {type(value).__name__}")
             continue
+        if key in RENAMED_PARAMS:
+            new, meaning = RENAMED_PARAMS[key]
+            raise UsageError(f"config {what} was renamed {new!r} ({meaning}), a [grid] key")
+        if key in PARAM_TYPES:
+            raise UsageError(f"{what} is a run parameter: put it in the [grid] table")
         if key not in _FIELD_TYPES:
             known = ", ".join([*_FIELD_TYPES, "grid"])
-            raise ValueError(f"unknown key {key!r} in {where}; expected one of {known}")
+            raise UsageError(f"unknown key {key!r} in {where}; expected one of {known}")
         kind = _FIELD_TYPES[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise TypeError(
-                f"key {key!r} in {where} must be {kind.__name__}, got "
-                f"{type(value).__name__} {value!r}"
+            raise UsageError(
+                f"{what} must be {kind.__name__}, got {type(value).__name__} {value!r}"
             )
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
-            raise TypeError(f"key {key!r} in {where} must be a list of strings, got {value!r}")
+            raise UsageError(f"{what} must be a list of strings, got {value!r}")
+        _check_setting(key, value, what)
+
+
+def _check_setting(key: str, value: Any, what: str) -> None:
+    """The range or choice of one setting of the right type; ``what`` names it."""
+    if key == "progress" and value not in _PROGRESS:
+        raise UsageError(f"{what} must be 'auto', 'on' or 'off', got {value!r}")
+    if key in _AT_LEAST and value < _AT_LEAST[key]:
+        raise UsageError(f"{what} must be >= {_AT_LEAST[key]}, got {value!r}")
+    if key == "preset" and value:
+        try:
+            get_preset(value)
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
+    if key == "probes" and value:
+        from bnlab.lab.probes.runner import parse_probes
+
+        try:
+            parse_probes(value)
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
 
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
+    """A ``Config`` from a TOML document's values; errors name ``where`` (e.g. the file)."""
     check_fields(values, where)
+    check_grid(values.get("grid", {}), f"[grid] of {where}")
     return Config(**values)
 
 
 def load_config(path: Path | str) -> Config:
-    """Read a TOML config; errors name the file and the offending key."""
+    """Read a TOML config; errors (``UsageError``) name the file and the offending key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise UsageError(f"config file {path} does not exist")
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
     return config_from_dict(values, where=str(path))
 
 

@@ -17,8 +17,8 @@ Data sets (``DATASETS``):
   the training split's mean and std; target mpg left in miles per gallon.
 
 Image normalization (``normalization``): ``none`` (pixels scaled to [0, 1], as ToTensor does),
-``normal`` (the training set's own mean/std, seed 001's 'normal' trainset) or ``fixed``
-(MNIST's (0.1307, 0.3081), seed 002).
+``normal`` (the training set's own mean/std, tutorial 001's 'normal' trainset) or ``fixed``
+(MNIST's (0.1307, 0.3081), tutorial 002).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def load_idx_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     for split in ("train", "test"):
         imgs, labs = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if imgs.ndim != 3 or labs.ndim != 1 or imgs.shape[0] != labs.shape[0]:
-            raise ValueError(
+            raise UsageError(
                 f"{name} in {folder}: {split} images have shape {imgs.shape} and labels "
                 f"{labs.shape}; expected (N, H, W) images and N labels"
             )

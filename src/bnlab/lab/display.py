@@ -1,4 +1,4 @@
-"""How a record is shown: the seed's table, the summary over seeds, and the verdict.
+"""How a record is shown: tutorial 001's table, the summary over seeds, and the verdict.
 
 The verdict answers a new user's questions at a glance: which network won, on which metric
 (the test-set metric first, then the training one), by how much, how sure (95% CI over seeds),
@@ -28,7 +28,7 @@ def _varying(record: Record) -> list[str]:
 
 
 def record_table(record: Record, last: int | None = None) -> Table:
-    """The per-epoch rows as the seed prints them (run, epoch, loss, accuracy, ...)."""
+    """The per-epoch rows as tutorial 001 prints them (run, epoch, loss, accuracy, ...)."""
     m = record.metric
     table = Table(title=f"{record.name}: every run and epoch ({record.status})")
     cols = ["run", "name", "epoch", "loss", m, "test_loss", f"test_{m}", "epoch s", "run s"]

@@ -2,7 +2,8 @@
 
 ``bnlab compare PRESET --nproc N`` starts N local ranks (``bnlab.lab.launch``), each running
 ``bnlab worker compare PRESET``; under ``torchrun`` the ranks come from its environment. Either
-way every rank runs the same experiment loop with a ``DistributedExecution``:
+way every rank runs the same experiment loop and the trainer's one epoch loop
+(``bnlab.lab.trainer``) with a ``DistributedExecution``:
 
 - the model is wrapped in DistributedDataParallel, after ``bnlab.convert_sync_batchnorm``
   when ``sync_bn`` is asked for;
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 import bnlab
-from bnlab.lab.data import Dataset, epoch_generator, shuffled_batches
+from bnlab.lab.data import Dataset
 from bnlab.lab.errors import UsageError
 from bnlab.lab.grid import RunParams
 from bnlab.lab.launch import (
@@ -46,7 +46,7 @@ from bnlab.lab.launch import (
     roll_call,
     share_cores,
 )
-from bnlab.lab.trainer import BatchHook, EpochResult, StepHook, loss_fn, metric_sum
+from bnlab.lab.trainer import BatchHook, EpochResult, StepHook, run_epoch
 
 __all__ = [
     "DistributedExecution",
@@ -71,7 +71,8 @@ def shard_sizes(total: int, world_size: int) -> list[int]:
 class DistributedExecution:
     """This rank's part of a DDP run: sharded batches, reduced metrics, rank 0 writes.
 
-    Implements ``bnlab.lab.experiment.Execution``.
+    Implements ``bnlab.lab.experiment.Execution`` and, for the trainer's epoch loop,
+    ``bnlab.lab.trainer.Ranks``.
     """
 
     rank: int
@@ -109,8 +110,25 @@ class DistributedExecution:
             }
         }
 
-    def _shard(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.tensor_split(t, self.world_size)[self.rank]
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of ``batch`` (``bnlab.lab.trainer.Ranks``)."""
+        return torch.tensor_split(batch, self.world_size)[self.rank]
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        """The module inside DDP, with rank 0's buffers (``bnlab.lab.trainer.Ranks``).
+
+        Without SyncBN each rank's running statistics come from its own shards; the model that
+        is evaluated (and saved) is rank 0's.
+        """
+        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+        return module
+
+    def combine(self, sums: torch.Tensor, seconds: torch.Tensor) -> None:
+        """All-reduce: ``sums`` added up, ``seconds`` the slowest rank's (``Ranks``)."""
+        dist.all_reduce(sums)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
 
     def _check_shards(self, dataset: Dataset, params: RunParams) -> None:
         """Local BN cannot train on a single sample: refuse batch sizes that give a rank one."""
@@ -137,82 +155,15 @@ class DistributedExecution:
         on_batch: BatchHook | None = None,
         before_step: StepHook | None = None,
     ) -> EpochResult:
-        """Train one epoch on this rank's shards, evaluate its part of the test set, reduce.
+        """The trainer's epoch (``bnlab.lab.trainer.run_epoch``) as this rank: its shards of
+        every batch and of the test set, the sums all-reduced.
 
         ``before_step`` (probes) sees the whole batch on every rank, as in a local run.
         """
         self._check_shards(dataset, params)
-        model.train()
-        criterion = loss_fn(dataset.task)
-        totals = torch.zeros(
-            4, dtype=torch.float64
-        )  # train loss, train metric, test loss, test metric
-        generator = epoch_generator(params.seed, epoch)
-        start = time.perf_counter()
-        for step, (x, y) in enumerate(
-            shuffled_batches(dataset.x_train, dataset.y_train, params.batch_size, generator),
-            start=1,
-        ):
-            if before_step is not None:
-                before_step(x, y)
-            xs, ys = self._shard(x), self._shard(y)
-            output = model(xs)
-            # Per-sample loss sum (mean over a sample's targets, as the mean-reduced loss is).
-            loss_sum = criterion(output, ys, reduction="sum") * (len(y) / y.numel())
-            # DDP averages gradients over the ranks: this makes the average the gradient of the
-            # whole batch's mean loss, whatever the shard sizes.
-            loss = loss_sum * (self.world_size / len(y))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                totals[0] += loss_sum.detach()
-                totals[1] += metric_sum(output.detach(), ys, dataset.task)
-            if on_batch is not None:
-                on_batch(step, loss_sum.detach() / max(len(ys), 1))
-        train_time = time.perf_counter() - start
-        start = time.perf_counter()
-        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        self._evaluate(module, dataset, eval_batch_size, totals)
-        eval_time = time.perf_counter() - start
-        dist.all_reduce(totals)
-        times = torch.tensor([train_time, eval_time], dtype=torch.float64)
-        dist.all_reduce(times, op=dist.ReduceOp.MAX)
-        n_train, n_test = len(dataset.x_train), max(len(dataset.x_test), 1)
-        return EpochResult(
-            loss=float(totals[0]) / n_train,
-            metric=float(totals[1]) / n_train,
-            test_loss=float(totals[2]) / n_test,
-            test_metric=float(totals[3]) / n_test,
-            epoch_duration=float(times[0]),
-            eval_duration=float(times[1]),
-            samples=n_train,
+        return run_epoch(
+            model, optimizer, dataset, params, epoch, eval_batch_size, on_batch, before_step, self
         )
-
-    @torch.no_grad()
-    def _evaluate(
-        self, module: nn.Module, dataset: Dataset, batch_size: int, totals: torch.Tensor
-    ) -> None:
-        """Add this rank's part of the test-set sums to ``totals[2:]``, in eval mode.
-
-        Rank 0's buffers go to every rank first: without SyncBN each rank's running statistics
-        come from its own shards, and the model that is evaluated (and saved) is rank 0's.
-        """
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
-        was_training = module.training
-        module.eval()
-        criterion = loss_fn(dataset.task)
-        x_test, y_test = self._shard(dataset.x_test), self._shard(dataset.y_test)
-        try:
-            for start in range(0, len(x_test), batch_size):
-                x = x_test[start : start + batch_size]
-                y = y_test[start : start + batch_size]
-                output = module(x)
-                totals[2] += criterion(output, y, reduction="sum")  # as trainer.evaluate
-                totals[3] += metric_sum(output, y, dataset.task)
-        finally:
-            module.train(was_training)
 
 
 _COMM_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe", "peer")
@@ -250,7 +201,7 @@ def run_distributed_experiment(
 
     env = env or env_world()
     if env is None:
-        raise ValueError(
+        raise UsageError(
             "a distributed run needs the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, "
             "MASTER_PORT): start it with `torchrun` or with --nproc N"
         )
@@ -334,6 +285,6 @@ def strip_nproc(argv: list[str]) -> list[str]:
 def launch_cli(argv: list[str], nproc: int, grace_s: float = 60.0) -> int:
     """``bnlab ... --nproc N``: run ``bnlab worker ...`` (the same command) as N local ranks."""
     if nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+        raise UsageError(f"--nproc must be >= 1, got {nproc}")
     cmd = [sys.executable, "-m", "bnlab", "worker", *strip_nproc(argv)]
     return launch_local(cmd, nproc, grace_s=grace_s, env=share_cores(nproc))

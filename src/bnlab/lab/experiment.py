@@ -123,8 +123,9 @@ def experiment_folder(config: Config, resume: bool, root: Path = RUNS_ROOT) -> P
         candidates = [base] if explicit else _numbered(base)
         candidates = [p for p in candidates if (p / RECORD_JSON).exists()]
         if not candidates:
-            raise FileNotFoundError(
-                f"--resume: no experiment to resume at {base} (no {RECORD_JSON} there)"
+            raise UsageError(
+                f"--resume: no experiment to resume at {base} (no {RECORD_JSON} there); "
+                "run it without --resume first"
             )
         return candidates[-1]
     if not base.exists() or not any(base.iterdir()):
@@ -397,6 +398,8 @@ def _train_run(
         dataset.input_shape,
         dataset.num_outputs,
         params.seed,
+        params.bn_momentum,
+        params.bn_eps,
     )
     optimizer = make_optimizer(model, params)
     trained = execution.prepare_model(model)  # checkpoints keep the unwrapped model's keys

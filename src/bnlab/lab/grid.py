@@ -1,6 +1,6 @@
 """The run grid: an ordered mapping of parameter lists, expanded into named runs.
 
-The seed's RunBuilder idea (``itertools.product`` over ``OrderedDict`` values), with each
+Tutorial 001's RunBuilder idea (``itertools.product`` over ``OrderedDict`` values), with each
 parameter typed and checked, and each run named by the parameters that vary (so a name says
 what distinguishes the run): ``bn,seed=1``. The *group* is the name without the seed: the runs
 that are averaged together (mean and 95% CI over seeds).
@@ -13,9 +13,17 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bnlab.lab.data import DATASETS, NORMALIZATIONS
-from bnlab.lab.models import BN_IMPLS, NETWORKS
+from bnlab.lab.errors import UsageError
+from bnlab.lab.models import BN_IMPLS, CUMULATIVE, NETWORKS, network_bn
 
 OPTIMIZERS = ("adam", "sgd")
+
+#: run parameters (grid keys, record columns) that were renamed: old name -> (new name, what
+#: it is). A config that uses an old name is refused with the new one; an old record is read
+#: with its columns renamed (bnlab.lab.record.load_record).
+RENAMED_PARAMS: dict[str, tuple[str, str]] = {
+    "momentum": ("sgd_momentum", "SGD momentum; BN's is 'bn_momentum'"),
+}
 
 
 @dataclass(frozen=True)
@@ -25,17 +33,39 @@ class RunParams:
     network: str = "lizard-cnn"  # a key of bnlab.lab.models.NETWORKS
     bn: bool = True  # the network's BN variant (True) or the plain one (False)
     bn_impl: str = "bnlab"  # "bnlab" (bnlab's layers) or "torch" (torch.nn.BatchNorm*)
+    # BN's running-statistics weight in every BN layer the network builds, PyTorch's convention
+    # (running = (1 - m) * running + m * batch; Keras's momentum 0.99 is 0.01 here), in
+    # [0, 1], or "cumulative" (the cumulative average: PyTorch's momentum=None). None, the
+    # default: the network's own, 0.1 (PyTorch's default) except keras-mlp, which keeps its
+    # tutorial's Keras default (0.01 here); __post_init__ fills it in, so a run's params and
+    # record show the value used. A value given in the grid applies to every network,
+    # keras-mlp included.
+    bn_momentum: float | str | None = None
+    # BN's eps in every BN layer the network builds, > 0. None, the default: the network's
+    # own, 1e-5 (PyTorch's default) except keras-mlp's 1e-3 (Keras's); as bn_momentum.
+    bn_eps: float | None = None
     dataset: str = "fashion-mnist"  # a key of bnlab.lab.data.DATASETS
     normalization: str = "none"  # "none" | "normal" (training set mean/std) | "fixed"
     optimizer: str = "adam"  # "adam" | "sgd"
     lr: float = 0.01  # learning rate
-    momentum: float = 0.0  # SGD momentum (unused by Adam)
+    sgd_momentum: float = 0.0  # SGD's momentum, >= 0 (unused by Adam); not BN's (bn_momentum)
     batch_size: int = 1000  # training batch size; the last batch may be smaller
     epochs: int = 5  # epochs to train
     seed: int = 0  # torch.manual_seed before building the model; also the shuffle seed
 
+    def __post_init__(self) -> None:
+        # bn_momentum, bn_eps None: the network's own, so that a run (and its record) shows
+        # the values it uses
+        momentum, eps = network_bn(self.network, self.bn_momentum, self.bn_eps)
+        object.__setattr__(self, "bn_momentum", momentum)
+        object.__setattr__(self, "bn_eps", eps)
 
-PARAM_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunParams)}
+
+#: each parameter's type; bn_momentum and bn_eps are floats whose default (None) means "the
+#: network's own", and bn_momentum also takes CUMULATIVE.
+PARAM_TYPES: dict[str, type] = {
+    f.name: float if f.default is None else type(f.default) for f in fields(RunParams)
+}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "network": tuple(NETWORKS),
     "bn_impl": tuple(BN_IMPLS),
@@ -45,29 +75,45 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def named(noun: str, key: str, where: str) -> str:
+    """How an error names a value: by its command-line flag (``where`` = "--lr") or by its key
+    and the place that holds it ("parameter 'lr' in [grid] of sweep.toml")."""
+    if not where:  # no place known: the key alone, never an empty "in "
+        return f"{noun} {key!r}"
+    return where if where.startswith("--") else f"{noun} {key!r} in {where}"
+
+
 def check_value(key: str, value: Any, where: str = "grid") -> Any:
-    """Check one parameter value's type and range; ints are accepted for floats."""
+    """Check one parameter value's type and range; ints are accepted for floats.
+
+    ``where`` is where the value came from, for the error message: a command-line flag
+    ("--lr") or a place ("[grid] of sweep.toml"). Bad values raise ``UsageError``.
+    """
+    what = named("parameter", key, where)
+    if key in RENAMED_PARAMS:
+        new, meaning = RENAMED_PARAMS[key]
+        raise UsageError(f"{what} was renamed {new!r} ({meaning})")
     if key not in PARAM_TYPES:
-        raise ValueError(
+        raise UsageError(
             f"unknown parameter {key!r} in {where}; expected one of {', '.join(PARAM_TYPES)}"
         )
+    if key == "bn_momentum" and value == CUMULATIVE:
+        return value
     kind = PARAM_TYPES[key]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise TypeError(
-            f"parameter {key!r} in {where} must be {kind.__name__}, got "
-            f"{type(value).__name__} {value!r}"
-        )
+        expected = f"float or {CUMULATIVE!r}" if key == "bn_momentum" else kind.__name__
+        raise UsageError(f"{what} must be {expected}, got {type(value).__name__} {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
-        raise ValueError(
-            f"parameter {key!r} in {where} must be one of {', '.join(_CHOICES[key])}, got {value!r}"
-        )
-    if key in ("lr", "batch_size", "epochs") and value <= 0:
-        raise ValueError(f"parameter {key!r} in {where} must be > 0, got {value!r}")
-    if key in ("momentum", "seed") and value < 0:
-        raise ValueError(f"parameter {key!r} in {where} must be >= 0, got {value!r}")
+        raise UsageError(f"{what} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if key in ("lr", "batch_size", "epochs", "bn_eps") and not value > 0:
+        raise UsageError(f"{what} must be > 0, got {value!r}")
+    if key in ("sgd_momentum", "seed") and not value >= 0:
+        raise UsageError(f"{what} must be >= 0, got {value!r}")
+    if key == "bn_momentum" and not 0.0 <= value <= 1.0:
+        raise UsageError(f"{what} must be in [0, 1] or {CUMULATIVE!r}, got {value!r}")
     return value
 
 
@@ -77,10 +123,10 @@ def check_grid(grid: dict[str, Any], where: str = "grid") -> dict[str, list[Any]
     for key, values in grid.items():
         values = list(values) if isinstance(values, (list, tuple)) else [values]
         if not values:
-            raise ValueError(f"parameter {key!r} in {where} has an empty list of values")
+            raise UsageError(f"{named('parameter', key, where)} has an empty list of values")
         out[key] = [check_value(key, v, where) for v in values]
         if len(set(map(repr, out[key]))) != len(out[key]):
-            raise ValueError(f"parameter {key!r} in {where} lists a value twice: {values}")
+            raise UsageError(f"{named('parameter', key, where)} lists a value twice: {values}")
     return out
 
 
@@ -104,16 +150,17 @@ def _label(key: str, value: Any) -> str:
 def expand(grid: dict[str, list[Any]], defaults: RunParams | None = None) -> list[Run]:
     """All combinations of ``grid`` (last key varies fastest), as named runs.
 
-    Parameters absent from ``grid`` take ``defaults``' values.
+    Parameters absent from ``grid`` take ``defaults``' values (RunParams' defaults when None:
+    bn_momentum and bn_eps are then each run's network's own).
     """
     grid = check_grid(grid)
-    base = asdict(defaults or RunParams())
+    base = asdict(defaults) if defaults is not None else {}
     keys = list(grid)
     varying = [k for k in keys if len(grid[k]) > 1]
     runs = []
     for index, combo in enumerate(itertools.product(*grid.values()), start=1):
-        params = RunParams(**{**base, **dict(zip(keys, combo, strict=True))})
         values = dict(zip(keys, combo, strict=True))
+        params = RunParams(**{**base, **values})
         name = ",".join(_label(k, values[k]) for k in varying) or "run"
         group = ",".join(_label(k, values[k]) for k in varying if k != "seed") or "all"
         runs.append(Run(index=index, name=name, group=group, params=params))

@@ -144,7 +144,7 @@ def env_world() -> DistEnv | None:
             master_port=int(os.environ.get("MASTER_PORT", "29500")),
         )
     except ValueError as exc:
-        raise ValueError(
+        raise UsageError(
             f"torchrun environment variables must be integers (RANK, WORLD_SIZE, LOCAL_RANK, "
             f"MASTER_PORT): {exc}"
         ) from None

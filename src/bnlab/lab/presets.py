@@ -1,4 +1,4 @@
-"""The seeds' experiments as named presets: network, data, optimizer, lr, batch size, epochs.
+"""The tutorials' experiments as named presets: network, data, optimizer, lr, batch size, epochs.
 
 A preset gives every run parameter (see ``bnlab.lab.grid.RunParams``) a list of values; the
 grid it expands to always crosses ``bn = [false, true]`` (without vs with BN) and the seeds.
@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bnlab.lab.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Preset:
-    name: str
-    seed_tutorial: str
-    description: str
-    params: dict[str, list[Any]]
-    tutorial_epochs: int
-    notes: list[str] = field(default_factory=list)
+    name: str  # what `bnlab compare` takes
+    tutorial: str  # the tutorial it reruns: its number (and author)
+    description: str  # one line for `bnlab list`
+    params: dict[str, list[Any]]  # run parameter lists (bnlab.lab.grid.RunParams keys)
+    tutorial_epochs: int  # the epochs the tutorial trains
+    notes: list[str] = field(default_factory=list)  # for the record when epochs differ
 
 
 PRESETS: dict[str, Preset] = {
@@ -25,7 +27,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             name="lizard-cnn",
-            seed_tutorial="001 (deeplizard)",
+            tutorial="001 (deeplizard)",
             description=(
                 "deeplizard's network1/network2 on Fashion-MNIST: Adam lr 0.01, batch 1000, "
                 "'normal' training set (its own mean/std)"
@@ -45,11 +47,11 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="keras-mlp",
-            seed_tutorial="000",
+            tutorial="000",
             description=(
-                "784-64-10 MLP, BN with Keras defaults (momentum 0.01 in PyTorch terms, eps "
-                "1e-3); Adam lr 1e-3, batch 32, 5 epochs, cross-entropy on logits (the seed's "
-                "Softmax before CrossEntropyLoss is not copied)"
+                "784-64-10 MLP, BN with Keras defaults (bn_momentum 0.01 in PyTorch terms, "
+                "bn_eps 1e-3); Adam lr 1e-3, batch 32, 5 epochs, cross-entropy on logits (the "
+                "tutorial's Softmax before CrossEntropyLoss is not copied)"
             ),
             params={
                 "network": ["keras-mlp"],
@@ -65,10 +67,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="mlp",
-            seed_tutorial="002",
+            tutorial="002",
             description=(
-                "784-512-256-10 MLP, BN after fc1 and fc2 before ReLU; SGD lr 0.01 momentum "
-                "0.9, batch 64, 5 epochs, MNIST normalized with (0.1307, 0.3081)"
+                "784-512-256-10 MLP, BN after fc1 and fc2 before ReLU; SGD lr 0.01, "
+                "sgd_momentum 0.9, batch 64, 5 epochs, MNIST normalized with (0.1307, 0.3081)"
             ),
             params={
                 "network": ["mlp"],
@@ -76,7 +78,7 @@ PRESETS: dict[str, Preset] = {
                 "normalization": ["fixed"],
                 "optimizer": ["sgd"],
                 "lr": [0.01],
-                "momentum": [0.9],
+                "sgd_momentum": [0.9],
                 "batch_size": [64],
                 "epochs": [5],
                 "seed": [0],
@@ -85,10 +87,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="mpg",
-            seed_tutorial="003",
+            tutorial="003",
             description=(
                 "Auto MPG regression, in-50-25-1 MLP, BN before ReLU; MSE loss, MAE reported; "
-                "Adam lr 1e-3, batch 32, 200 epochs (the seed names no optimizer or schedule)"
+                "Adam lr 1e-3, batch 32, 200 epochs (the tutorial names no optimizer or schedule)"
             ),
             params={
                 "network": ["mpg-mlp"],
@@ -112,5 +114,5 @@ MNIST_FALLBACK = "fashion-mnist"
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]

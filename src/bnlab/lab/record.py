@@ -18,10 +18,10 @@ with one set of parameters and one seed). It owns one folder, ``runs/<name>/`` b
 Every file is written atomically (to a temporary file in the same folder, then ``os.replace``)
 after every epoch, so Ctrl-C or a crash leaves a consistent record of every finished epoch.
 
-record.json (``"format": "bnlab-record"``, ``"version": 1``)::
+record.json (``"format": "bnlab-record"``, ``"version": 2``)::
 
     {
-      "format": "bnlab-record", "version": 1,
+      "format": "bnlab-record", "version": 2,
       "name": "lizard-cnn",                  experiment name (the folder's name by default)
       "status": "running" | "complete" | "interrupted" | "failed",
       "task": "classification" | "regression",
@@ -43,7 +43,7 @@ record.json (``"format": "bnlab-record"``, ``"version": 1``)::
       "created": "2026-01-01T00:00:00+00:00", "updated": "..."
     }
 
-record.csv columns, in this order (the seed RunManager's columns, then the test metrics,
+record.csv columns, in this order (tutorial 001's RunManager columns, then the test metrics,
 then throughput, then the run's parameters)::
 
     run             1-based run index (grid order)
@@ -51,7 +51,7 @@ then throughput, then the run's parameters)::
     group           the name without the seed: the runs averaged together, e.g. "bn"
     epoch           1-based epoch
     loss            mean training loss over the epoch, weighted by each batch's real size
-                    (the running figure the seed reports; model in train mode)
+                    (the running figure the tutorial reports; model in train mode)
     accuracy        training accuracy over the epoch (classification)   | mae (regression)
     test_loss       test-set loss after the epoch, model in eval mode
     test_accuracy   test-set accuracy after the epoch, eval mode         | test_mae
@@ -59,8 +59,10 @@ then throughput, then the run's parameters)::
     eval_duration   seconds of the test-set evaluation after it
     run_duration    seconds since the run started (training + evaluation, cumulative)
     samples_per_s   training samples / epoch_duration
-    <params...>     the run's parameters, in ``param_keys`` order: network, bn, bn_impl,
-                    dataset, normalization, optimizer, lr, momentum, batch_size, epochs, seed
+    <params...>     the run's parameters, in ``param_keys`` order: the fields of
+                    ``bnlab.lab.grid.RunParams`` (network, bn, bn_impl, bn_momentum, bn_eps,
+                    dataset, normalization, optimizer, lr, sgd_momentum, batch_size, epochs,
+                    seed)
 
 summary.csv columns::
 
@@ -70,6 +72,11 @@ summary.csv columns::
     of freedom; empty when n < 2), then the group's parameters except seed.
 
 Read a record with :func:`load_record` (works on partial records of interrupted runs).
+
+Version 1 records (before the run parameter ``momentum``, SGD's, was renamed ``sgd_momentum``,
+and before ``bn_momentum`` and ``bn_eps`` existed) are read with the column renamed (in
+param_keys, the grid, the config's grid, each run's params, the rows and the summary); they
+have no bn_momentum or bn_eps columns. A later save (``--resume``) writes them as version 2.
 """
 
 from __future__ import annotations
@@ -80,12 +87,17 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bnlab.lab.errors import UsageError
+from bnlab.lab.grid import RENAMED_PARAMS, RunParams
+
 FORMAT = "bnlab-record"
-VERSION = 1
+VERSION = 2
+#: the versions load_record reads: version 1 has the old parameter names (RENAMED_PARAMS)
+READABLE_VERSIONS = (1, 2)
 
 RECORD_JSON = "record.json"
 RECORD_CSV = "record.csv"
@@ -94,19 +106,8 @@ CONFIG_TOML = "config.toml"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 
-PARAM_KEYS = (
-    "network",
-    "bn",
-    "bn_impl",
-    "dataset",
-    "normalization",
-    "optimizer",
-    "lr",
-    "momentum",
-    "batch_size",
-    "epochs",
-    "seed",
-)
+#: the run-parameter columns: RunParams' fields, in their order
+PARAM_KEYS = tuple(f.name for f in fields(RunParams))
 
 
 def metric_columns(metric: str) -> list[str]:
@@ -255,23 +256,59 @@ class Record:
         atomic_write_text(folder / RECORD_JSON, text + "\n")
 
 
+#: the keys of record.json that load_record needs (the others have defaults)
+_REQUIRED = (
+    "name", "status", "task", "metric", "param_keys", "config", "grid", "runs", "rows", "summary"
+)  # fmt: skip
+
+
+def _renamed(mapping: dict[str, Any]) -> dict[str, Any]:
+    """``mapping`` with its old parameter names (RENAMED_PARAMS) replaced, order kept."""
+    return {RENAMED_PARAMS[k][0] if k in RENAMED_PARAMS else k: v for k, v in mapping.items()}
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 record's data with the renamed parameters' new names (see the docstring)."""
+    data = dict(data)
+    data["param_keys"] = list(_renamed(dict.fromkeys(data["param_keys"])))
+    data["grid"] = _renamed(data["grid"])
+    if isinstance(data.get("config"), dict) and isinstance(data["config"].get("grid"), dict):
+        data["config"] = {**data["config"], "grid": _renamed(data["config"]["grid"])}
+    data["runs"] = [{**run, "params": _renamed(run.get("params", {}))} for run in data["runs"]]
+    data["rows"] = [_renamed(row) for row in data["rows"]]
+    data["summary"] = [_renamed(row) for row in data["summary"]]
+    data["version"] = VERSION
+    return data
+
+
 def load_record(folder: Path | str) -> Record:
-    """Read ``folder/record.json`` back; a clear error if it is missing or not a bnlab record."""
+    """Read ``folder/record.json`` back; a clear error if it is missing or not a bnlab record.
+
+    A version 1 record is read with its renamed columns' new names (see the module docstring).
+    """
     folder = Path(folder)
     path = folder / RECORD_JSON if folder.is_dir() else folder
     if not path.exists():
-        raise FileNotFoundError(
+        raise UsageError(
             f"no bnlab run record at {path}: expected a folder written by `bnlab compare` or "
             "`bnlab run` (it holds record.json)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a bnlab run record (format != {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise ValueError(f"{path}: record version {data.get('version')!r}, expected {VERSION}")
+        raise UsageError(f"{path} is not a bnlab run record (format != {FORMAT!r})")
+    if data.get("version") not in READABLE_VERSIONS:
+        raise UsageError(
+            f"{path}: record version {data.get('version')!r}, expected one of "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (written by a newer bnlab?)"
+        )
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise UsageError(f"{path} is an incomplete bnlab run record: no {', '.join(missing)}")
+    if data["version"] == 1:
+        data = _upgrade_v1(data)
 
     def _nan(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: (math.nan if v is None else v) for k, v in row.items()} for row in rows]

@@ -1,6 +1,11 @@
 """The training loop of one run: one epoch of training, then the test set in eval mode.
 
-It fixes the seed framework's faults (see ../shared/REFERENCES.md, seed 001):
+The lab's one epoch loop and one evaluation, for a run in one process and for each rank of a
+distributed run (``bnlab.lab.distributed_run``): what differs is given by a :class:`Ranks`,
+which part of each batch (and of the test set) this process takes and how the processes' sums
+and durations meet. A process alone (:data:`ALONE`) takes everything and meets no one.
+
+It fixes the faults of tutorial 001's training framework (see ../shared/REFERENCES.md):
 
 - no per-batch host sync: loss and correct counts are summed on tensors and read once per
   epoch (``.item()`` per batch waits for every step to finish); the progress bar reads the
@@ -15,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +50,7 @@ def make_optimizer(model: nn.Module, params: RunParams) -> torch.optim.Optimizer
     if params.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=params.lr)
     if params.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
+        return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.sgd_momentum)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {params.optimizer!r}")
 
 
@@ -60,6 +66,115 @@ def metric_sum(output: torch.Tensor, target: torch.Tensor, task: str) -> torch.T
     return (output - target).abs().sum()
 
 
+class Ranks(Protocol):
+    """This process among the processes that train one model together (DDP), as the epoch loop
+    sees it. Every process draws the same shuffled batches and takes its shard of each."""
+
+    @property
+    def world_size(self) -> int: ...
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``batch`` (a training batch, or the test set)."""
+        ...
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        """The module to evaluate: ``model`` unwrapped, with the buffers every rank shares."""
+        ...
+
+    def combine(self, sums: torch.Tensor, seconds: torch.Tensor) -> None:
+        """In place: ``sums`` added up over the processes, ``seconds`` the slowest one's."""
+        ...
+
+
+class _Alone:
+    """One process: the whole of every batch, the model as it is, no one to meet."""
+
+    world_size = 1
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+    def eval_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def combine(self, sums: torch.Tensor, seconds: torch.Tensor) -> None:
+        return None
+
+
+#: a run in one process
+ALONE: Ranks = _Alone()
+
+
+def _train_sums(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: Dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    ranks: Ranks,
+    on_batch: BatchHook | None = None,
+    before_step: StepHook | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the shuffled training set: this process's (loss sum, metric sum).
+
+    Each batch's loss is the mean over this process's shard of it. With several processes it
+    is backpropagated weighted by shard size * world size / batch size, so that DDP's average
+    of the gradients is the gradient of the whole batch's mean loss, whatever the shard sizes
+    (an empty shard contributes zero). The sums weight each batch by its real size (the last
+    one may be smaller); they stay on tensors (float64), read by the caller once per epoch.
+    """
+    model.train()
+    criterion = loss_fn(dataset.task)
+    loss_total = torch.zeros((), dtype=torch.float64)
+    metric_total = torch.zeros((), dtype=torch.float64)
+    world_size = ranks.world_size
+    for step, (x, y) in enumerate(
+        shuffled_batches(dataset.x_train, dataset.y_train, batch_size, generator), start=1
+    ):
+        if before_step is not None:  # probes (bnlab.lab.probes.for_run): the whole batch
+            before_step(x, y)
+        xs, ys = ranks.shard(x), ranks.shard(y)
+        output = model(xs)
+        # an empty shard (a batch smaller than the world): zero, still a graph for DDP's hooks
+        loss = criterion(output, ys) if len(ys) else output.sum()
+        weighted = loss if world_size == 1 else loss * (len(ys) * world_size / len(y))
+        optimizer.zero_grad(set_to_none=True)
+        weighted.backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss_total += loss.detach() * len(ys)  # weight by the real (shard) size
+            metric_total += metric_sum(output.detach(), ys, dataset.task)
+        if on_batch is not None:
+            on_batch(step, loss)
+    return loss_total, metric_total
+
+
+@torch.no_grad()
+def _test_sums(
+    model: nn.Module, dataset: Dataset, batch_size: int, ranks: Ranks
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's (loss sum, metric sum) over its shard of the test set, in eval mode (BN
+    uses its running statistics); the model's mode is restored."""
+    module = ranks.eval_model(model)
+    was_training = module.training
+    module.eval()
+    criterion = loss_fn(dataset.task)
+    loss_total = torch.zeros((), dtype=torch.float64)
+    metric_total = torch.zeros((), dtype=torch.float64)
+    x_test, y_test = ranks.shard(dataset.x_test), ranks.shard(dataset.y_test)
+    try:
+        for start in range(0, len(x_test), batch_size):
+            x = x_test[start : start + batch_size]
+            y = y_test[start : start + batch_size]
+            output = module(x)
+            # Mean squared error is summed per element; for one target this is per sample.
+            loss_total += criterion(output, y, reduction="sum")
+            metric_total += metric_sum(output, y, dataset.task)
+    finally:
+        module.train(was_training)
+    return loss_total, metric_total
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -69,49 +184,21 @@ def train_epoch(
     on_batch: BatchHook | None = None,
     before_step: StepHook | None = None,
 ) -> tuple[float, float, float]:
-    """One pass over the shuffled training set; returns (mean loss, mean metric, seconds)."""
-    model.train()
-    criterion = loss_fn(dataset.task)
-    loss_total = torch.zeros((), dtype=torch.float64)
-    metric_total = torch.zeros((), dtype=torch.float64)
+    """One pass over the shuffled training set, in one process; returns (mean loss, mean
+    metric, seconds)."""
     start = time.perf_counter()
-    for step, (x, y) in enumerate(
-        shuffled_batches(dataset.x_train, dataset.y_train, batch_size, generator), start=1
-    ):
-        if before_step is not None:  # probes (bnlab.lab.probes.for_run); None when off
-            before_step(x, y)
-        output = model(x)
-        loss = criterion(output, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            loss_total += loss.detach() * len(y)  # weight by the real batch size
-            metric_total += metric_sum(output.detach(), y, dataset.task)
-        if on_batch is not None:
-            on_batch(step, loss)
+    loss_total, metric_total = _train_sums(
+        model, optimizer, dataset, batch_size, generator, ALONE, on_batch, before_step
+    )
     n = len(dataset.x_train)
     loss_value, metric_value = loss_total.item() / n, metric_total.item() / n  # the one sync
     return loss_value, metric_value, time.perf_counter() - start
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int) -> tuple[float, float]:
-    """(mean loss, mean metric) on the test set, in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    criterion = loss_fn(dataset.task)
-    loss_total = torch.zeros((), dtype=torch.float64)
-    metric_total = torch.zeros((), dtype=torch.float64)
-    try:
-        for start in range(0, len(dataset.x_test), batch_size):
-            x = dataset.x_test[start : start + batch_size]
-            y = dataset.y_test[start : start + batch_size]
-            output = model(x)
-            loss_total += criterion(output, y, reduction="sum")
-            metric_total += metric_sum(output, y, dataset.task)
-    finally:
-        model.train(was_training)
+    """(mean loss, mean metric) on the test set, in eval mode, in one process; the model's
+    mode is restored."""
+    loss_total, metric_total = _test_sums(model, dataset, batch_size, ALONE)
     n = max(len(dataset.x_test), 1)
     return loss_total.item() / n, metric_total.item() / n
 
@@ -125,21 +212,33 @@ def run_epoch(
     eval_batch_size: int,
     on_batch: BatchHook | None = None,
     before_step: StepHook | None = None,
+    ranks: Ranks = ALONE,
 ) -> EpochResult:
-    """Train epoch ``epoch`` (1-based, shuffled by (seed, epoch)) and evaluate the test set."""
+    """Train epoch ``epoch`` (1-based, shuffled by (seed, epoch)) and evaluate the test set.
+
+    With several processes (``ranks``) each trains and evaluates its shards; the figures are
+    the whole data set's (the sums combined) and the durations the slowest process's.
+    """
     generator = epoch_generator(params.seed, epoch)
-    loss, metric, duration = train_epoch(
-        model, optimizer, dataset, params.batch_size, generator, on_batch, before_step
-    )
     start = time.perf_counter()
-    test_loss, test_metric = evaluate(model, dataset, eval_batch_size)
-    # Mean squared error is summed per element; for one target this is per sample.
+    train = _train_sums(
+        model, optimizer, dataset, params.batch_size, generator, ranks, on_batch, before_step
+    )
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test = _test_sums(model, dataset, eval_batch_size, ranks)
+    eval_seconds = time.perf_counter() - start
+    sums = torch.stack([*train, *test])
+    seconds = torch.tensor([train_seconds, eval_seconds], dtype=torch.float64)
+    ranks.combine(sums, seconds)
+    loss, metric, test_loss, test_metric = sums.tolist()  # the one sync
+    n_train, n_test = len(dataset.x_train), max(len(dataset.x_test), 1)
     return EpochResult(
-        loss=loss,
-        metric=metric,
-        test_loss=test_loss,
-        test_metric=test_metric,
-        epoch_duration=duration,
-        eval_duration=time.perf_counter() - start,
-        samples=len(dataset.x_train),
+        loss=loss / n_train,
+        metric=metric / n_train,
+        test_loss=test_loss / n_test,
+        test_metric=test_metric / n_test,
+        epoch_duration=float(seconds[0]),
+        eval_duration=float(seconds[1]),
+        samples=n_train,
     )

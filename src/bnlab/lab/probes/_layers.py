@@ -4,7 +4,7 @@ A probe names its layer either by its name in ``model.named_modules()`` (``"3"``
 ``"features.conv1"``) or as ``"Type#k"``: the k-th (0-based) module of class ``Type`` in
 registration order, e.g. ``"Linear#1"`` for the second Linear layer. The second form names
 the same place in a network with and without BN even though Sequential indices differ
-(seed 001's network1 / network2), so one probe spec serves both networks of a comparison.
+(tutorial 001's network1 / network2), so one probe spec serves both networks of a comparison.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The probe watches the *input* of one layer through a forward pre-hook: with BN i
 it, that input is the normalized signal; without BN it is the raw pre-activation. For each
 watched unit (a feature of a 2D input, a channel of a conv input: values pooled over N and the
 spatial dimensions) it keeps the 15th/50th/85th percentiles of every ``every``-th training
-batch, and a histogram of the first and the latest watched batch (seed 002's before/after
+batch, and a histogram of the first and the latest watched batch (tutorial 002's before/after
 picture). Values stay on the device until :meth:`result`, so training pays no host sync.
 
 The hook exists only between ``attach`` and ``detach`` (use it as a context manager): with the

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab.lab.errors import UsageError
 from bnlab.lab.probes._layers import find_layer
 from bnlab.lab.probes.activations import ActivationProbe
 from bnlab.lab.probes.landscape import gradient_predictiveness, loss_surface
@@ -40,14 +41,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def parse_probes(spec: str | Sequence[str] | None) -> list[str]:
-    """``"activations,ics"`` -> ``["activations", "ics"]``; unknown names -> ValueError."""
+    """``"activations,ics"`` -> ``["activations", "ics"]``; unknown names -> UsageError."""
     if spec is None:
         return []
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [s.strip() for s in items if s.strip()]
     unknown = [n for n in names if n not in PROBE_NAMES]
     if unknown:
-        raise ValueError(f"unknown probe(s) {unknown}; expected some of {list(PROBE_NAMES)}")
+        raise UsageError(f"unknown probe(s) {unknown}; expected some of {list(PROBE_NAMES)}")
     return list(dict.fromkeys(names))
 
 

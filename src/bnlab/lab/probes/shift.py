@@ -1,6 +1,6 @@
 """Covariate shift, measured two ways.
 
-1. :class:`InputShiftProbe` - the tutorials' notion (seed 002's "4, 9, 20" example): the
+1. :class:`InputShiftProbe` - the tutorials' notion (tutorial 002's "4, 9, 20" example): the
    per-unit batch mean and variance of a layer's input, step after step. Its summary
    ``drift`` is the standard deviation over training of each unit's batch mean, averaged over
    units, divided by the units' average within-batch standard deviation: how far the
