@@ -1,7 +1,7 @@
 """``insert_batchnorm``: add a BN layer after every Linear/Conv of a plain model.
 
 The seeds' pattern is Linear -> BN -> ReLU (``where="before_activation"``, the original paper's
-placement); seed 001 puts BN after the activation (``where="after_activation"``). Both are
+placement); tutorial 001 puts BN after the activation (``where="after_activation"``). Both are
 supported. The output layer (the model's last Linear/Conv) gets no BN: normalizing logits or a
 regression output is not what any seed does.
 
