@@ -1,9 +1,9 @@
 """``insert_batchnorm``: add a BN layer after every Linear/Conv of a plain model.
 
-The seeds' pattern is Linear -> BN -> ReLU (``where="before_activation"``, the original paper's
+The tutorials' pattern is Linear -> BN -> ReLU (``where="before_activation"``, the original paper's
 placement); tutorial 001 puts BN after the activation (``where="after_activation"``). Both are
 supported. The output layer (the model's last Linear/Conv) gets no BN: normalizing logits or a
-regression output is not what any seed does.
+regression output is not what any tutorial does.
 
 ``kind`` names the BN variant to insert; ``BN_KINDS`` maps a kind to a factory
 ``(spatial_dims, num_features, like) -> nn.Module``, so new variants are one table entry.
