@@ -14,10 +14,10 @@ from torch import nn
 
 from bnlab.functional._checks import check_layer_eps, check_layer_momentum
 from bnlab.functional.batch_norm import _batch_norm, _batch_norm_ops
-from bnlab.layers._rank import ChecksRank
+from bnlab.layers._dispatch import LayerDispatch
 
 
-class BatchNormBase(ChecksRank, nn.Module):
+class BatchNormBase(LayerDispatch, nn.Module):
     """Shared machinery of BatchNorm1d/2d/3d; see those classes for the formula and shapes."""
 
     _version = 2  # torch's: version 2 added num_batches_tracked to the state_dict
@@ -138,11 +138,6 @@ class BatchNormBase(ChecksRank, nn.Module):
             "eps": self.eps,
             "num_batches_tracked": num_batches_tracked,
         }
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
-            return self._graph_forward(input)
-        return self._eager_forward(input)
 
     @torch.jit.unused
     def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ from torch import nn
 
 from bnlab.functional._checks import check_eps
 from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
-from bnlab.layers._rank import ChecksRank
+from bnlab.layers._dispatch import LayerDispatch
 from bnlab.layers.batchnorm_act import NormActChildren
 
 
-class FrozenBatchNormBase(ChecksRank, nn.Module):
+class FrozenBatchNormBase(LayerDispatch, nn.Module):
     """Shared machinery; subclasses only say which input ranks they accept."""
 
     if TYPE_CHECKING:  # for mypy only (TorchScript infers buffers from their values)
@@ -85,11 +85,6 @@ class FrozenBatchNormBase(ChecksRank, nn.Module):
             "training": False,
             "eps": self.eps,
         }
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
-            return self._graph_forward(input)
-        return self._eager_forward(input)
 
     @torch.jit.unused
     def _eager_forward(self, input: torch.Tensor) -> torch.Tensor:
