@@ -143,7 +143,7 @@ class _FrozenBatchNormAct(NormActChildren, FrozenBatchNormBase):
     """Frozen batch norm, then ``drop`` and ``act`` children (timm's FrozenBatchNormAct2d layout).
 
     What ``bnlab.freeze`` makes of a BatchNormAct layer (bnlab's or timm's): the normalization is
-    fixed, the activation stays. Fused into one op when ``act`` is ReLU, SiLU or Identity and
+    fixed, the activation stays. Fused into one op when ``act`` is ReLU or Identity and
     ``drop`` is the identity, as in ``bnlab.BatchNormAct2d``.
     """
 

@@ -10,7 +10,7 @@ layer is kept too, and so are the ``drop``/``act`` children of norm+activation l
 torch ecosystem (``to="torch"``)           bnlab (``to="bnlab"``)
 =========================================  ======================================
 torch.nn.BatchNorm1d / 2d / 3d             bnlab.BatchNorm1d / 2d / 3d
-timm BatchNormAct2d (drop, act kept)       bnlab.BatchNormAct2d (fused when act is ReLU/SiLU)
+timm BatchNormAct2d (drop, act kept)       bnlab.BatchNormAct2d (fused when act is ReLU)
 torchvision (and timm) FrozenBatchNorm2d   bnlab.FrozenBatchNorm2d
 timm FrozenBatchNormAct2d                  bnlab.FrozenBatchNormAct2d
 =========================================  ======================================
