@@ -21,6 +21,18 @@ PAIRS = [
 PAIR_IDS = ["1d-NC", "1d-NCL", "2d", "3d"]
 
 
+def _assert_steps_match(ours, theirs, shape, dtype, tol, assert_close):
+    """Three training steps on the same inputs: outputs and input gradients agree."""
+    inputs = [torch.randn(shape, dtype=dtype) * (i + 1) + i for i in range(3)]
+    dy = torch.randn(shape, dtype=dtype)
+    out_o, grad_o = _steps(ours, inputs, dy)
+    out_t, grad_t = _steps(theirs, inputs, dy)
+    for i, (a, b) in enumerate(zip(out_o, out_t, strict=True)):
+        assert_close(a, b, atol=tol, rtol=tol, what=f"output {i}")
+    for i, (a, b) in enumerate(zip(grad_o, grad_t, strict=True)):
+        assert_close(a, b, atol=tol, rtol=tol, what=f"input grad {i}")
+
+
 def _steps(module, inputs, dy):
     """Train on each input (forward + backward), then one eval forward; return what came out."""
     outputs, grads = [], []
@@ -53,14 +65,7 @@ def test_several_steps_match_torch(
             theirs.weight.uniform_(0.5, 1.5)
             theirs.bias.normal_()
     ours.load_state_dict(theirs.state_dict())
-    inputs = [torch.randn(shape, dtype=dtype) * (i + 1) + i for i in range(3)]
-    dy = torch.randn(shape, dtype=dtype)
-    out_o, grad_o = _steps(ours, inputs, dy)
-    out_t, grad_t = _steps(theirs, inputs, dy)
-    for i, (a, b) in enumerate(zip(out_o, out_t, strict=True)):
-        assert_close(a, b, atol=tol, rtol=tol, what=f"output {i}")
-    for i, (a, b) in enumerate(zip(grad_o, grad_t, strict=True)):
-        assert_close(a, b, atol=tol, rtol=tol, what=f"input grad {i}")
+    _assert_steps_match(ours, theirs, shape, dtype, tol, assert_close)
     if affine:
         assert_close(ours.weight.grad, theirs.weight.grad, atol=tol, rtol=tol, what="weight grad")
         assert_close(ours.bias.grad, theirs.bias.grad, atol=tol, rtol=tol, what="bias grad")
@@ -179,14 +184,7 @@ def test_no_bias_matches_torch(ours_cls, torch_cls, shape, dtype, assert_close):
     with torch.no_grad():
         theirs.weight.uniform_(0.5, 1.5)
     ours.load_state_dict(theirs.state_dict())
-    inputs = [torch.randn(shape, dtype=dtype) * (i + 1) + i for i in range(3)]
-    dy = torch.randn(shape, dtype=dtype)
-    out_o, grad_o = _steps(ours, inputs, dy)
-    out_t, grad_t = _steps(theirs, inputs, dy)
-    for i, (a, b) in enumerate(zip(out_o, out_t, strict=True)):
-        assert_close(a, b, atol=tol, rtol=tol, what=f"output {i}")
-    for i, (a, b) in enumerate(zip(grad_o, grad_t, strict=True)):
-        assert_close(a, b, atol=tol, rtol=tol, what=f"input grad {i}")
+    _assert_steps_match(ours, theirs, shape, dtype, tol, assert_close)
     assert_close(ours.weight.grad, theirs.weight.grad, atol=tol, rtol=tol, what="weight grad")
     for key, value in theirs.state_dict().items():
         assert_close(ours.state_dict()[key], value, atol=tol, rtol=tol, what=key)
