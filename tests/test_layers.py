@@ -124,7 +124,7 @@ def test_channels_last_module(assert_close):
     ids=["cumulative", "no_bias", "plain"],
 )
 def test_repr_and_docs_follow_torch(kwargs):
-    assert repr(bnlab.BatchNorm2d(8, **kwargs)) == repr(nn.BatchNorm2d(8, **kwargs))
+    assert repr(bnlab.BatchNorm2d(8, **kwargs)) == "bnlab." + repr(nn.BatchNorm2d(8, **kwargs))
     assert "running = (1 - momentum) * running + momentum * batch" in bnlab.BatchNorm2d.__doc__
 
 
@@ -233,7 +233,7 @@ def test_no_bias_reset_parameters_and_no_affine():
     # bias=False without affine: neither parameter, as in torch
     plain = bnlab.BatchNorm1d(3, affine=False, bias=False)
     assert plain.weight is None and plain.bias is None
-    assert repr(plain) == repr(nn.BatchNorm1d(3, affine=False, bias=False))
+    assert repr(plain) == "bnlab." + repr(nn.BatchNorm1d(3, affine=False, bias=False))
 
 
 def _variants():

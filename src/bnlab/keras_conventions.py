@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab.functional._checks import check_eps, check_input, check_layer_eps
+from bnlab.functional._checks import check_eps, check_input, check_layer_eps, check_num_features
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional.batch_renorm import renorm_correction
@@ -168,26 +168,16 @@ class KerasBatchNorm(nn.Module):
     renorm_stddev: torch.Tensor
 
     def __init__(
-        self,
-        num_features: int,
-        axis: int = -1,
-        momentum: float = 0.99,
-        epsilon: float = 1e-3,
-        center: bool = True,
-        scale: bool = True,
-        renorm: bool = False,
-        renorm_clipping: dict[str, float] | None = None,
-        renorm_momentum: float = 0.99,
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
+        self, num_features: int, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
+        center: bool = True, scale: bool = True, renorm: bool = False,
+        renorm_clipping: dict[str, float] | None = None, renorm_momentum: float = 0.99,
+        device: Any = None, dtype: Any = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        self.num_features = check_num_features(num_features)
         torch_momentum(momentum)
         torch_momentum(renorm_momentum)
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
         self.axis = int(axis)
         self.momentum = float(momentum)
         self.epsilon = check_layer_eps(epsilon)
@@ -238,18 +228,10 @@ class KerasBatchNorm(nn.Module):
                     f"(input shape {tuple(input.shape)})"
                 )
         return keras_batch_norm(
-            input,
-            self.weight,
-            self.bias,
-            self.running_mean,
-            self.running_var,
-            training=self.training,
-            axis=self.axis,
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            mask=mask,
-            renorm=self._renorm_state(),
-        )
+            input, self.weight, self.bias, self.running_mean, self.running_var,
+            training=self.training, axis=self.axis, momentum=self.momentum, epsilon=self.epsilon,
+            mask=mask, renorm=self._renorm_state(),
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (

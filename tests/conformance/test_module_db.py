@@ -134,7 +134,7 @@ def test_sample_input_matches_torch(info, dtype, training, index, assert_close):
     c_args, c_kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
     theirs = info.module_cls(*c_args, **c_kwargs).to(dtype)
     ours = OURS[info.module_cls](*c_args, **c_kwargs).to(dtype)
-    assert repr(ours) == repr(theirs)
+    assert repr(ours) == "bnlab." + repr(theirs)  # the name says whose layer it is
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     assert list(ours.state_dict()) == list(theirs.state_dict())
     _give_state(theirs)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bnlab.bench.timing import describe, interleave, ratio_of_medians
+from bnlab.bench.timing import interleave, ratio_of_medians, report
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
@@ -79,14 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = measure(dataset, params, args.repeats)
     b, t = result["bnlab_s"], result["torch_s"]
     assert isinstance(b, list) and isinstance(t, list)
-    print(
+    report(
         f"{args.network} on {args.dataset} ({len(dataset.x_train)} samples), batch "
         f"{args.batch_size}, {torch.get_num_threads()} thread(s), {args.repeats} epochs each, "
-        "alternating:"
+        "alternating:",
+        {"bn_impl=bnlab epoch": b, "bn_impl=torch epoch": t},
+        f"bnlab / torch = {result['ratio']:.3f}; last training loss {result['last_loss']}",
     )
-    print(f"  {describe('bn_impl=bnlab epoch', b)}")
-    print(f"  {describe('bn_impl=torch epoch', t)}")
-    print(f"  bnlab / torch = {result['ratio']:.3f}; last training loss {result['last_loss']}")
     return 0
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from bnlab.bench.timing import describe, interleave, medians
+from bnlab.bench.timing import interleave, medians, report
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
@@ -34,13 +34,14 @@ def bare_epoch(
     y: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
+    criterion: Callable[..., torch.Tensor] = F.cross_entropy,
 ) -> float:
     start = time.perf_counter()
     model.train()
     perm = torch.randperm(len(x), generator=generator)
     xs, ys = x[perm], y[perm]
     for i in range(0, len(xs), batch_size):
-        loss = F.cross_entropy(model(xs[i : i + batch_size]), ys[i : i + batch_size])
+        loss = criterion(model(xs[i : i + batch_size]), ys[i : i + batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -89,13 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, seed=0,
     )  # fmt: skip
     t, b, ts, bs = measure(dataset, params, args.repeats)
-    print(
+    report(
         f"{args.network} bn={args.bn} batch {args.batch_size}, {len(dataset.x_train)} samples, "
-        f"{args.threads} thread(s), {args.repeats} epochs each, alternating:"
+        f"{args.threads} thread(s), {args.repeats} epochs each, alternating:",
+        {"trainer epoch": ts, "bare loop epoch": bs},
+        f"overhead: trainer / bare = {t / b:.4f} ({(t / b - 1) * 100:+.2f}%)",
+        digits=4,
     )
-    print(f"  {describe('trainer epoch', ts, digits=4)}")
-    print(f"  {describe('bare loop epoch', bs, digits=4)}")
-    print(f"  overhead: trainer / bare = {t / b:.4f} ({(t / b - 1) * 100:+.2f}%)")
     return 0
 
 

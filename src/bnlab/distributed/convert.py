@@ -10,7 +10,7 @@ from torch import nn
 from bnlab.distributed.layer import SyncBatchNorm
 from bnlab.layers import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from bnlab.transforms.layer_classes import role_of, warn_unknown
-from bnlab.transforms.swap import adopt, replace_children
+from bnlab.transforms.swap import adopt, replace_children, settings_of
 
 # Exact classes only: subclasses (renorm, ghost, norm+act, ...) carry behaviour a swap would lose;
 # they are left as they are, with one warning naming them (frozen layers need no statistics).
@@ -63,12 +63,5 @@ def convert_sync_batchnorm(
 
 def _synchronized_like(old: Any, process_group: dist.ProcessGroup | None) -> SyncBatchNorm:
     return SyncBatchNorm(
-        old.num_features,
-        eps=old.eps,
-        momentum=old.momentum,
-        affine=old.affine,
-        track_running_stats=old.track_running_stats,
-        process_group=process_group,
-        device="meta",
-        bias=old.bias is not None,
+        **settings_of(old), process_group=process_group, device="meta", bias=old.bias is not None
     )

@@ -32,10 +32,8 @@ import torch
 import torch.distributed as dist
 
 from bnlab import kernels
-from bnlab.functional._checks import (
-    check_input,
-    check_per_channel_args,
-)
+from bnlab.functional._checks import check_bn_args
+from bnlab.functional._train_norm import refuse_double_backward
 from bnlab.functional.running_stats import update_running_stats
 from bnlab.kernels.common import channel_view, like
 from bnlab.kernels.moments import combine_moments
@@ -90,13 +88,9 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        eps: float,
-        group: dist.ProcessGroup | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+        eps: float, group: dist.ProcessGroup | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         total, mean, var = _gather_stats(x, group)
         if total == 1:
             # Every rank sees the same total, so every rank raises: no rank is left waiting.
@@ -118,10 +112,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, *_unused: Any) -> tuple[Any, ...]:
-        if torch.is_grad_enabled():
-            raise NotImplementedError(
-                "bnlab sync_batch_norm has no double backward (create_graph=True)"
-            )
+        refuse_double_backward("bnlab's sync_batch_norm")
         x, weight, mean, invstd = ctx.saved_tensors
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         c = x.shape[1]
@@ -172,17 +163,11 @@ def _input_grad(
 
 
 def sync_batch_norm(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    *,
-    num_batches_tracked: torch.Tensor | None = None,
-    process_group: dist.ProcessGroup | None = None,
-) -> torch.Tensor:
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+    momentum: float | None = 0.1, eps: float = 1e-5, *,
+    num_batches_tracked: torch.Tensor | None = None, process_group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Training-mode batch norm with the statistics of the whole ``process_group``.
 
     Every rank of the group must call it (collectives). Normalizes with the group's mean and
@@ -191,8 +176,7 @@ def sync_batch_norm(
     count. Arguments as in ``bnlab.functional.batch_norm``; ``process_group`` None is the
     default (world) group. Evaluation mode needs no synchronization: use ``batch_norm``.
     """
-    check_input(input)
-    eps, momentum = check_per_channel_args(
+    eps, momentum = check_bn_args(
         input, running_mean, running_var, weight, bias, eps, momentum, training=True
     )
     if not (dist.is_available() and dist.is_initialized()):

@@ -33,6 +33,13 @@ def check_input(x: object, *, min_dim: int = 2, max_dim: int = 5) -> torch.Tenso
     return x
 
 
+def check_num_features(num_features: object) -> int:
+    """A layer's ``num_features`` (C) must be a positive int (not a bool)."""
+    if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+        raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+    return num_features
+
+
 def check_channel_vector(t: torch.Tensor | None, name: str, num_channels: int) -> None:
     """Per-channel tensors (weight, bias, running statistics) must hold exactly C values."""
     if t is None or (type(t) is torch.Tensor and t.shape == (num_channels,)):
@@ -46,22 +53,19 @@ def check_channel_vector(t: torch.Tensor | None, name: str, num_channels: int) -
         )
 
 
-def check_per_channel_args(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    momentum: float | None,
-    *,
-    training: bool | None = None,
-) -> tuple[float, float | None]:
-    """The checks every BN op shares; returns (eps, momentum) as floats.
+def check_bn_args(
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, momentum: float | None,
+    *, training: bool | None = None,
+) -> tuple[float, float | None]:  # fmt: skip
+    """The checks every BN op shares at its front door; returns (eps, momentum) as floats.
 
-    Running statistics and affine parameters hold one value per channel of ``input`` (dim 1);
-    eps and momentum as in ``check_eps`` (with ``training``) and ``check_momentum``.
+    ``input`` as in ``check_input``; running statistics and affine parameters hold one value per
+    channel of ``input`` (dim 1); eps and momentum as in ``check_eps`` (with ``training``) and
+    ``check_momentum``. The batch size is left to the op (``check_batch_size`` where one
+    process must see more than one value per channel).
     """
+    check_input(input)
     num_channels = input.shape[1]
     for name, t in (
         ("running_mean", running_mean),

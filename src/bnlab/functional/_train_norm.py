@@ -30,18 +30,22 @@ Correction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Te
 """Maps the batch (mean, biased var), in the accumulation dtype, to the (r, d) corrections."""
 
 
+def refuse_double_backward(op: str) -> None:
+    """Raise NotImplementedError under ``create_graph=True``: the BN family's backward passes
+    are closed-form kernels, not differentiable themselves (only ``batch_norm`` recomputes a
+    differentiable forward for that)."""
+    if torch.is_grad_enabled():
+        raise NotImplementedError(f"{op} has no double backward (create_graph=True)")
+
+
 class TrainNormFunction(torch.autograd.Function):
     """Autograd node returning ``(y, mean, var)``; mean and var are not differentiable."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        eps: float,
-        correction: Correction | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+        eps: float, correction: Correction | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         kern = kernels.select(x)
         r = d = None
         if correction is None:
@@ -64,10 +68,7 @@ class TrainNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, _dmean: Any, _dvar: Any) -> tuple[Any, ...]:
-        if torch.is_grad_enabled():
-            raise NotImplementedError(
-                "bnlab's BN-family ops have no double backward (create_graph=True)"
-            )
+        refuse_double_backward("bnlab's train_norm (ghost_batch_norm, batch_renorm, Keras's)")
         x, w_eff, mean, invstd, r, d = ctx.saved_tensors
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         if x.numel() == 0:

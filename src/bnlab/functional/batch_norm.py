@@ -31,6 +31,7 @@ The forward saves x (not xhat), the per-channel mean and invstd, and the affine 
 
 # No ``from __future__ import annotations``: TorchScript reads the annotations of the functions
 # it meets (``@torch.jit.unused`` ones included) as objects, and cannot resolve them as strings.
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,10 +39,9 @@ import torch
 from bnlab import kernels
 from bnlab.functional._checks import (
     check_batch_size,
+    check_bn_args,
     check_channel_vector,
-    check_input,
     check_momentum,
-    check_per_channel_args,
 )
 from bnlab.functional.running_stats import update_running_stats, warn_non_finite
 from bnlab.kernels import portable
@@ -69,40 +69,11 @@ def check_activation(activation: object) -> str:
     return activation
 
 
-def _check_args(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    training: bool,
-    momentum: float | None,
-    eps: float,
-) -> tuple[float, float | None]:
-    """The argument checks of every front door (the eager op, and the custom ops themselves).
-
-    The activation is checked apart (``check_activation``): plain batch norm needs no check.
-    """
-    check_input(input)
-    eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum, training=training
-    )
-    if training:
-        check_batch_size(input)
-    return eps, momentum
-
-
 def _forward(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    stats_mean: torch.Tensor | None,
-    stats_var: torch.Tensor | None,
-    eps: float,
-    activation: str,
-    running: kernels.RunningStats | None = None,
-    need_invstd: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float, activation: str,
+    running: kernels.RunningStats | None = None, need_invstd: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """(y, mean, var, invstd): batch statistics when ``stats_mean`` is None, else the given.
 
     In training, the batch is folded into ``running`` (if given) here too. In eval, invstd
@@ -129,16 +100,9 @@ def _forward(
 
 
 def _backward(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    use_batch_stats: bool,
-    need_dx: bool,
-    activation: str,
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    mean: torch.Tensor, invstd: torch.Tensor, use_batch_stats: bool, need_dx: bool, activation: str,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(dx or None, dweight, dbias); dweight/dbias in the parameters' dtype (acc if None)."""
     if x.numel() == 0:
         zeros = torch.zeros_like(mean)
@@ -154,14 +118,9 @@ def _backward(
 
 
 def _double_backward(
-    ctx: Any,
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-) -> list[torch.Tensor | None]:
+    ctx: Any, dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None,
+    bias: torch.Tensor | None, mean: torch.Tensor, invstd: torch.Tensor,
+) -> list[torch.Tensor | None]:  # fmt: skip
     """[dx, dweight, dbias] (None where not needed) as differentiable functions of the inputs.
 
     For backward under ``create_graph=True`` (Hessian-vector products, gradient penalties): the
@@ -181,6 +140,36 @@ def _double_backward(
     return [next(grads) if need else None for need in needs]
 
 
+def _save(
+    ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    mean: torch.Tensor, invstd: torch.Tensor | None, use_batch_stats: bool, eps: float,
+    activation: str,
+) -> None:  # fmt: skip
+    """Keep what the backward needs: x (not xhat), the affine parameters, mean and invstd."""
+    ctx.use_batch_stats = use_batch_stats
+    ctx.eps = eps
+    ctx.activation = activation
+    ctx.save_for_backward(x, weight, bias, mean, invstd)
+
+
+def _grads(
+    ctx: Any, dy: torch.Tensor, backward: Callable[..., tuple[Any, Any, Any]]
+) -> tuple[torch.Tensor | None, ...]:
+    """(dx, dweight, dbias) from what ``_save`` kept, None where not needed.
+
+    ``backward`` is ``_backward`` (eager) or the dispatcher op ``_backward_op`` (graphs); under
+    ``create_graph=True`` the gradients come from ``_double_backward`` instead.
+    """
+    x, weight, bias, mean, invstd = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        return tuple(_double_backward(ctx, dy, x, weight, bias, mean, invstd))
+    need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+    dx, dw, db = backward(
+        dy, x, weight, bias, mean, invstd, ctx.use_batch_stats, need_dx, ctx.activation
+    )
+    return dx if need_dx else None, dw if need_dw else None, db if need_db else None
+
+
 class BatchNormFunction(torch.autograd.Function):
     """Eager autograd node: forward returns (y, mean, var); mean and var are not differentiable.
 
@@ -191,37 +180,20 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        stats_mean: torch.Tensor | None,
-        stats_var: torch.Tensor | None,
-        eps: float,
-        activation: str = "identity",
-        running: kernels.RunningStats | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+        stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float,
+        activation: str = "identity", running: kernels.RunningStats | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         y, mean, var, invstd = _forward(
             x, weight, bias, stats_mean, stats_var, eps, activation, running
         )
-        ctx.use_batch_stats = stats_mean is None
-        ctx.eps = eps
-        ctx.activation = activation
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        _save(ctx, x, weight, bias, mean, invstd, stats_mean is None, eps, activation)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, _dmean: Any, _dvar: Any) -> tuple[Any, ...]:
-        x, weight, bias, mean, invstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True
-            dx, dw, db = _double_backward(ctx, dy, x, weight, bias, mean, invstd)
-            return dx, dw, db, None, None, None, None, None
-        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        dx, dw, db = _backward(
-            dy, x, weight, bias, mean, invstd, ctx.use_batch_stats, need_dx, ctx.activation
-        )
-        return dx, dw if need_dw else None, db if need_db else None, None, None, None, None, None
+        return (*_grads(ctx, dy, _backward), None, None, None, None, None)
 
 
 # --------------------------------------------------------------------- torch.library custom ops
@@ -229,16 +201,13 @@ class BatchNormFunction(torch.autograd.Function):
 
 @torch.library.custom_op("bnlab::batch_norm_forward", mutates_args=())
 def _forward_op(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    stats_mean: torch.Tensor | None,
-    stats_var: torch.Tensor | None,
-    eps: float,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float, activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     training = stats_mean is None or stats_var is None
-    eps, _ = _check_args(x, stats_mean, stats_var, weight, bias, training, None, eps)
+    eps, _ = check_bn_args(x, stats_mean, stats_var, weight, bias, eps, None, training=training)
+    if training:
+        check_batch_size(x)
     check_activation(activation)
     y, mean, var, invstd = _forward(x, weight, bias, stats_mean, stats_var, eps, activation)
     # A custom op's outputs may not alias its inputs (``.to`` returns the running buffer itself).
@@ -249,14 +218,8 @@ def _forward_op(
 
 
 @_forward_op.register_fake
-def _(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    stats_mean: torch.Tensor | None,
-    stats_var: torch.Tensor | None,
-    eps: float,
-    activation: str,
+def _forward_fake(
+    x: torch.Tensor, *_args: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     y = torch.empty_like(x, memory_format=memory_format_of(x))
     stat = x.new_empty(x.shape[1], dtype=kernels.acc_dtype(x.dtype))
@@ -265,32 +228,18 @@ def _(
 
 @torch.library.custom_op("bnlab::batch_norm_backward", mutates_args=())
 def _backward_op(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    use_batch_stats: bool,
-    need_dx: bool,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    mean: torch.Tensor, invstd: torch.Tensor, use_batch_stats: bool, need_dx: bool, activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dx, dw, db = _backward(dy, x, weight, bias, mean, invstd, use_batch_stats, need_dx, activation)
     return (x.new_empty(0) if dx is None else dx), dw, db
 
 
 @_backward_op.register_fake
-def _(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    use_batch_stats: bool,
-    need_dx: bool,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward_fake(
+    dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    mean: torch.Tensor, invstd: torch.Tensor, use_batch_stats: bool, need_dx: bool, activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dx = torch.empty_like(x, memory_format=memory_format_of(x)) if need_dx else x.new_empty(0)
     dw = torch.empty_like(mean) if weight is None else torch.empty_like(weight)
     db = torch.empty_like(mean) if bias is None else torch.empty_like(bias)
@@ -300,31 +249,12 @@ def _(
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
     x, weight, bias, stats_mean, _stats_var, eps, activation = inputs
     _y, mean, var, invstd = output
-    ctx.use_batch_stats = stats_mean is None
-    ctx.eps = eps
-    ctx.activation = activation
-    ctx.save_for_backward(x, weight, bias, mean, invstd)
+    _save(ctx, x, weight, bias, mean, invstd, stats_mean is None, eps, activation)
     ctx.mark_non_differentiable(mean, var, invstd)
 
 
 def _op_backward(ctx: Any, dy: torch.Tensor, *_unused: Any) -> tuple[Any, ...]:
-    x, weight, bias, mean, invstd = ctx.saved_tensors
-    if torch.is_grad_enabled():  # create_graph=True
-        dx, dw, db = _double_backward(ctx, dy, x, weight, bias, mean, invstd)
-        return dx, dw, db, None, None, None, None
-    need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-    dx, dw, db = _backward_op(
-        dy, x, weight, bias, mean, invstd, ctx.use_batch_stats, need_dx, ctx.activation
-    )
-    return (
-        dx if need_dx else None,
-        dw if need_dw else None,
-        db if need_db else None,
-        None,
-        None,
-        None,
-        None,
-    )
+    return (*_grads(ctx, dy, _backward_op), None, None, None, None)
 
 
 _forward_op.register_autograd(_op_backward, setup_context=_setup_context)
@@ -335,14 +265,9 @@ _forward_op.register_autograd(_op_backward, setup_context=_setup_context)
     mutates_args=("running_mean", "running_var", "num_batches_tracked"),
 )
 def _update_op(
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    count: int,
-    momentum: float | None,
-    num_batches_tracked: torch.Tensor | None,
-) -> None:
+    running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mean: torch.Tensor,
+    var: torch.Tensor, count: int, momentum: float | None, num_batches_tracked: torch.Tensor | None,
+) -> None:  # fmt: skip
     check_momentum(momentum)
     check_channel_vector(running_mean, "running_mean", mean.shape[0])
     check_channel_vector(running_var, "running_var", mean.shape[0])
@@ -350,30 +275,16 @@ def _update_op(
 
 
 @_update_op.register_fake
-def _(
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    count: int,
-    momentum: float | None,
-    num_batches_tracked: torch.Tensor | None,
-) -> None:
+def _update_fake(*_args: Any) -> None:
     return None
 
 
 @_update_op.register_vmap
 def _update_vmap(
-    info: Any,
-    in_dims: tuple[int | None, ...],
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    count: int,
-    momentum: float | None,
-    num_batches_tracked: torch.Tensor | None,
-) -> tuple[None, None]:
+    info: Any, in_dims: tuple[int | None, ...], running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None, mean: torch.Tensor, var: torch.Tensor, count: int,
+    momentum: float | None, num_batches_tracked: torch.Tensor | None,
+) -> tuple[None, None]:  # fmt: skip
     """The running update under vmap: one update per vmapped model, or torch's refusal.
 
     Buffers batched (vmap over models whose buffers were stacked, torch.func.stack_module_state):
@@ -415,14 +326,9 @@ def _update_vmap(
 
 @torch.jit.unused
 def _transformed_forward(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    stats_mean: torch.Tensor | None,
-    stats_var: torch.Tensor | None,
-    eps: float,
-    activation: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float, activation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(y, mean, var) in torch ops (the ``portable`` kernels), for torch.func transforms.
 
     Why torch ops rather than the compiled kernels there: ``generate_vmap_rule`` would run the
@@ -455,18 +361,11 @@ def _normalizing_stats(
 
 @torch.jit.script_if_tracing
 def _batch_norm_ops(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    training: bool,
-    momentum: float | None,
-    eps: float,
-    num_batches_tracked: torch.Tensor | None,
-    activation: str,
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, momentum: float | None,
+    eps: float, num_batches_tracked: torch.Tensor | None, activation: str,
     transformed: bool = False,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Batch norm as dispatcher ops: for torch.compile/export, TorchScript and torch.jit.trace.
 
     TorchScript compiles this function (the ops check their own arguments); torch.jit.trace
@@ -500,17 +399,10 @@ def _batch_norm_ops(
 
 
 def _batch_norm(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    training: bool,
-    momentum: float | None,
-    eps: float,
-    num_batches_tracked: torch.Tensor | None,
-    activation: str,
-) -> torch.Tensor:
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, momentum: float | None,
+    eps: float, num_batches_tracked: torch.Tensor | None, activation: str,
+) -> torch.Tensor:  # fmt: skip
     """Checks, then the eager path or ``_batch_norm_ops``; shared by batch_norm and batch_norm_act.
 
     Eager: the autograd.Function, or the kernels directly when no graph is recorded. Under
@@ -525,9 +417,11 @@ def _batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps,
             num_batches_tracked, activation,
         )  # fmt: skip
-    eps, momentum = _check_args(
-        input, running_mean, running_var, weight, bias, training, momentum, eps
+    eps, momentum = check_bn_args(
+        input, running_mean, running_var, weight, bias, eps, momentum, training=training
     )
+    if training:
+        check_batch_size(input)
     stats_mean, stats_var = _normalizing_stats(training, running_mean, running_var)
     running = None
     if training and (
@@ -557,17 +451,11 @@ def _batch_norm(
 
 
 def batch_norm(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    training: bool = False,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    *,
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+    momentum: float | None = 0.1, eps: float = 1e-5, *,
     num_batches_tracked: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Batch normalization with the semantics of ``torch.nn.functional.batch_norm``.
 
     Args:
@@ -590,14 +478,6 @@ def batch_norm(
     ``_batch_norm_ops``.
     """
     return _batch_norm(
-        input,
-        running_mean,
-        running_var,
-        weight,
-        bias,
-        training,
-        momentum,
-        eps,
-        num_batches_tracked,
-        "identity",
-    )
+        input, running_mean, running_var, weight, bias, training, momentum, eps,
+        num_batches_tracked, "identity",
+    )  # fmt: skip

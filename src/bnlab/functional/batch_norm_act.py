@@ -19,18 +19,11 @@ __all__ = ["ACTIVATIONS", "batch_norm_act", "check_activation"]
 
 
 def batch_norm_act(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    training: bool = False,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    *,
-    activation: str = "relu",
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+    momentum: float | None = 0.1, eps: float = 1e-5, *, activation: str = "relu",
     num_batches_tracked: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """``act(batch_norm(input, ...))`` as one fused op.
 
     Args:
@@ -43,14 +36,6 @@ def batch_norm_act(
         >>> y = batch_norm_act(x, rm, rv, w, b, training=True, activation="relu")
     """
     return _batch_norm(
-        input,
-        running_mean,
-        running_var,
-        weight,
-        bias,
-        training,
-        momentum,
-        eps,
-        num_batches_tracked,
-        check_activation(activation),
-    )
+        input, running_mean, running_var, weight, bias, training, momentum, eps,
+        num_batches_tracked, check_activation(activation),
+    )  # fmt: skip

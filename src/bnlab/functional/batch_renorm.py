@@ -25,8 +25,8 @@ import torch
 
 from bnlab.functional._checks import (
     check_batch_size,
+    check_bn_args,
     check_input,
-    check_per_channel_args,
 )
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
@@ -66,19 +66,11 @@ def renorm_correction(
 
 
 def batch_renorm(
-    input: torch.Tensor,
-    running_mean: torch.Tensor,
-    running_var: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    training: bool = False,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    rmax: float = 3.0,
-    dmax: float = 5.0,
-    *,
+    input: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
+    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+    momentum: float | None = 0.1, eps: float = 1e-5, rmax: float = 3.0, dmax: float = 5.0, *,
     num_batches_tracked: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Batch renormalization; the arguments are ``bnlab.functional.batch_norm``'s plus:
 
     Args:
@@ -97,9 +89,7 @@ def batch_renorm(
     if not training:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     num_channels = input.shape[1]
-    eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum
-    )
+    eps, momentum = check_bn_args(input, running_mean, running_var, weight, bias, eps, momentum)
     check_batch_size(input)
     ref_std = torch.sqrt(running_var.detach().to(torch.float64) + eps)
 

@@ -25,8 +25,8 @@ import torch
 
 from bnlab.functional._checks import (
     check_batch_size,
+    check_bn_args,
     check_input,
-    check_per_channel_args,
 )
 from bnlab.functional._train_norm import train_norm
 from bnlab.functional.batch_norm import batch_norm
@@ -49,18 +49,11 @@ def check_virtual_batch_size(virtual_batch_size: int, batch_size: int | None = N
 
 
 def ghost_batch_norm(
-    input: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    training: bool = False,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    virtual_batch_size: int = 32,
-    *,
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, training: bool = False,
+    momentum: float | None = 0.1, eps: float = 1e-5, virtual_batch_size: int = 32, *,
     num_batches_tracked: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """Ghost batch norm; the arguments are ``bnlab.functional.batch_norm``'s plus
     ``virtual_batch_size`` (k, the number of samples per virtual batch; must divide N).
 
@@ -72,9 +65,7 @@ def ghost_batch_norm(
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     n, c = input.shape[0], input.shape[1]
     check_virtual_batch_size(k, n)
-    eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum
-    )
+    eps, momentum = check_bn_args(input, running_mean, running_var, weight, bias, eps, momentum)
     groups = n // k
     spatial = input.shape[2:]
     # (N, C, *) -> (G, k, C, *) -> (k, G, C, *) -> (k, G*C, *): virtual batch g, channel c is

@@ -24,9 +24,10 @@ import torch
 
 from bnlab import kernels
 from bnlab.functional._checks import (
+    check_bn_args,
     check_input,
-    check_per_channel_args,
 )
+from bnlab.functional._train_norm import refuse_double_backward
 from bnlab.functional.batch_norm import batch_norm
 from bnlab.functional.running_stats import update_running_stats
 from bnlab.kernels.common import channel_view
@@ -61,13 +62,9 @@ class MaskedNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        eps: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx: Any, x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None,
+        bias: torch.Tensor | None, eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         kern = kernels.select(x)
         selected = select_positions(x, mask)
         mean, var = kern.batch_stats(selected)
@@ -81,10 +78,7 @@ class MaskedNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor, _dmean: Any, _dvar: Any) -> tuple[Any, ...]:
-        if torch.is_grad_enabled():
-            raise NotImplementedError(
-                "masked_batch_norm has no double backward (create_graph=True)"
-            )
+        refuse_double_backward("bnlab's masked_batch_norm")
         x, mask, weight, mean, invstd = ctx.saved_tensors
         need_dx, _, need_dw, need_db = ctx.needs_input_grad[:4]
         kern = kernels.select(x)
@@ -104,18 +98,11 @@ class MaskedNormFunction(torch.autograd.Function):
 
 
 def masked_batch_norm(
-    input: torch.Tensor,
-    mask: torch.Tensor | None,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    weight: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    training: bool = False,
-    momentum: float | None = 0.1,
-    eps: float = 1e-5,
-    *,
-    num_batches_tracked: torch.Tensor | None = None,
-) -> torch.Tensor:
+    input: torch.Tensor, mask: torch.Tensor | None, running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None, weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None, training: bool = False, momentum: float | None = 0.1,
+    eps: float = 1e-5, *, num_batches_tracked: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Batch norm with statistics over the positions where ``mask`` is True.
 
     Args:
@@ -131,20 +118,11 @@ def masked_batch_norm(
         if mask is not None:
             check_mask(mask, input)
         return batch_norm(
-            input,
-            running_mean,
-            running_var,
-            weight,
-            bias,
-            training,
-            momentum,
-            eps,
+            input, running_mean, running_var, weight, bias, training, momentum, eps,
             num_batches_tracked=num_batches_tracked,
-        )
+        )  # fmt: skip
     check_mask(mask, input)
-    eps, momentum = check_per_channel_args(
-        input, running_mean, running_var, weight, bias, eps, momentum
-    )
+    eps, momentum = check_bn_args(input, running_mean, running_var, weight, bias, eps, momentum)
     count = int(mask.sum())
     if count < 2:
         raise ValueError(

@@ -54,14 +54,10 @@ def warn_non_finite() -> None:
 
 
 def update_running_stats(
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    count: int,
-    momentum: float | None,
+    running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mean: torch.Tensor,
+    var: torch.Tensor, count: int, momentum: float | None,
     num_batches_tracked: torch.Tensor | None = None,
-) -> bool:
+) -> bool:  # fmt: skip
     """Fold one batch's ``mean`` and biased ``var`` (over ``count`` values) into the buffers.
 
     Increments ``num_batches_tracked`` when given. Returns False if the update was skipped

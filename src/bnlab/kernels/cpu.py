@@ -162,15 +162,9 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _affine(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    spread: torch.Tensor,
-    spread_is_var: bool,
-    eps: float,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    activation: str,
-) -> torch.Tensor:
+    x: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor, spread_is_var: bool, eps: float,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, activation: str,
+) -> torch.Tensor:  # fmt: skip
     xd, fmt = _dense(x)
     n, c, s, rows = _geometry(xd, fmt)
     y = output_cache.empty_like(xd, fmt)
@@ -190,13 +184,9 @@ def _affine(
 
 
 def normalize(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    activation: str = "identity",
-) -> torch.Tensor:
+    x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor | None,
+    bias: torch.Tensor | None, activation: str = "identity",
+) -> torch.Tensor:  # fmt: skip
     """``act((x - mean) * invstd * weight + bias)`` in one pass; y keeps x's memory format."""
     if x.numel() == 0:
         return portable.normalize(x, mean, invstd, weight, bias, activation)
@@ -204,14 +194,9 @@ def normalize(
 
 
 def eval_forward(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    activation: str = "identity",
-) -> torch.Tensor:
+    x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
+    bias: torch.Tensor | None, eps: float, activation: str = "identity",
+) -> torch.Tensor:  # fmt: skip
     """Normalize with given statistics: invstd = 1 / sqrt(var + eps), computed in the kernel."""
     if x.numel() == 0:
         return portable.eval_forward(x, mean, var, weight, bias, eps, activation)
@@ -219,13 +204,9 @@ def eval_forward(
 
 
 def forward_train(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    activation: str = "identity",
-    running: RunningStats | None = None,
-) -> TrainOutput:
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+    activation: str = "identity", running: RunningStats | None = None,
+) -> TrainOutput:  # fmt: skip
     """Batch statistics then normalize (x read twice, y written once), in one compiled call.
 
     Folds the batch into ``running`` in the same call when its buffers are CPU tensors of x's
@@ -259,16 +240,10 @@ def forward_train(
 
 
 def backward(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    weight: torch.Tensor | None,
-    batch_stats: bool,
-    need_input_grad: bool,
-    bias: torch.Tensor | None = None,
-    activation: str = "identity",
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
+    weight: torch.Tensor | None, batch_stats: bool, need_input_grad: bool,
+    bias: torch.Tensor | None = None, activation: str = "identity",
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Closed-form gradients (see ``portable.backward``) in two passes over (dy, x).
 
     With z the pre-activation and dz = dy * act'(z) (recomputed from x in both passes):

@@ -274,32 +274,13 @@ def train_forward_ncs(  # type: ignore[no-untyped-def]
     else:
         mean, var = loops.stats_ncs(x3, NCS_BLOCK)
     invstd, finite = _finish_stats(
-        mean,
-        var,
-        eps,
-        n * spatial,
-        mean_out,
-        var_out,
-        invstd_out,
-        running_mean,
-        running_var,
-        num_batches_tracked,
-        momentum,
-        proto,
-    )
+        mean, var, eps, n * spatial, mean_out, var_out, invstd_out, running_mean, running_var,
+        num_batches_tracked, momentum, proto,
+    )  # fmt: skip
     if y != 0 and not fused:
         m, sc, sh, centered = _forward_constants(mean, invstd * w64, b64, proto)
-        loops.normalize_ncs(
-            x3,
-            m,
-            sc,
-            sh,
-            centered,
-            act,
-            proto,
-            carray(_pointer(y, proto), (n, c, spatial)),
-            NCS_BLOCK,
-        )
+        y3 = carray(_pointer(y, proto), (n, c, spatial))
+        loops.normalize_ncs(x3, m, sc, sh, centered, act, proto, y3, NCS_BLOCK)
     return finite
 
 
@@ -313,19 +294,9 @@ def train_forward_rows(  # type: ignore[no-untyped-def]
     rb = _rows_per_block(c)
     mean, var = loops.stats_rows(x2, rb, ROW_TASKS)
     invstd, finite = _finish_stats(
-        mean,
-        var,
-        eps,
-        n * spatial,
-        mean_out,
-        var_out,
-        invstd_out,
-        running_mean,
-        running_var,
-        num_batches_tracked,
-        momentum,
-        proto,
-    )
+        mean, var, eps, n * spatial, mean_out, var_out, invstd_out, running_mean, running_var,
+        num_batches_tracked, momentum, proto,
+    )  # fmt: skip
     if y != 0:
         m, sc, sh, centered = _forward_constants(
             mean, invstd * _read(weight, c, 1.0, proto), _read(bias, c, 0.0, proto), proto
@@ -418,18 +389,7 @@ def backward_rows(  # type: ignore[no-untyped-def]
     sum_dz, sum_dzxc = loops.bwd_sums_rows(dy2, x2, m, sc, sh, act, rb, ROW_TASKS)
     if dx != 0:
         k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * spatial, batch_stats, proto)
-        loops.bwd_dx_rows(
-            dy2,
-            x2,
-            m,
-            sc,
-            sh,
-            act,
-            proto,
-            k1,
-            k2,
-            carray(_pointer(dx, proto), (n * spatial, c)),
-            rb,
-        )
+        dx2 = carray(_pointer(dx, proto), (n * spatial, c))
+        loops.bwd_dx_rows(dy2, x2, m, sc, sh, act, proto, k1, k2, dx2, rb)
     _write(sum_dz_xhat_out, sum_dzxc * i64, proto)
     _write(sum_dz_out, sum_dz, proto)

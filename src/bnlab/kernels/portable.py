@@ -36,12 +36,9 @@ ACTIVATIONS = ("identity", "relu", "silu")
 
 
 def _pre_activation(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    weight: torch.Tensor | None,
+    x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor | None,
     bias: torch.Tensor | None,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     """z = (x - mean) * invstd * weight + bias, in the statistics' dtype."""
     scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
     shift = -mean * scale
@@ -52,13 +49,9 @@ def _pre_activation(
 
 
 def normalize(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    activation: str = "identity",
-) -> torch.Tensor:
+    x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor | None,
+    bias: torch.Tensor | None, activation: str = "identity",
+) -> torch.Tensor:  # fmt: skip
     """``act((x - mean) * invstd * weight + bias)`` as one scale and one shift per channel."""
     y = _pre_activation(x, mean, invstd, weight, bias)
     if activation == "relu":
@@ -69,13 +62,9 @@ def normalize(
 
 
 def forward_train(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    activation: str = "identity",
-    running: RunningStats | None = None,
-) -> TrainOutput:
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+    activation: str = "identity", running: RunningStats | None = None,
+) -> TrainOutput:  # fmt: skip
     """Batch statistics, then normalize with them; ``running`` is left to the caller."""
     mean, var = batch_stats(x)
     invstd = torch.rsqrt(var + eps)
@@ -84,14 +73,9 @@ def forward_train(
 
 
 def eval_forward(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    activation: str = "identity",
-) -> torch.Tensor:
+    x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
+    bias: torch.Tensor | None, eps: float, activation: str = "identity",
+) -> torch.Tensor:  # fmt: skip
     """Normalize with given statistics (the running ones in eval): invstd = 1 / sqrt(var + eps)."""
     acc = acc_dtype(x.dtype)
     invstd = torch.rsqrt(var.to(acc) + eps)
@@ -99,16 +83,10 @@ def eval_forward(
 
 
 def backward(
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    invstd: torch.Tensor,
-    weight: torch.Tensor | None,
-    batch_stats: bool,
-    need_input_grad: bool,
-    bias: torch.Tensor | None = None,
-    activation: str = "identity",
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
+    weight: torch.Tensor | None, batch_stats: bool, need_input_grad: bool,
+    bias: torch.Tensor | None = None, activation: str = "identity",
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Closed-form gradients of batch norm (Ioffe & Szegedy 2015, section 3).
 
     With an activation, dy below is first replaced by dz = dy * act'(z), z the pre-activation

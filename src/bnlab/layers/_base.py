@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bnlab.functional._checks import check_layer_eps, check_layer_momentum
+from bnlab.functional._checks import check_layer_eps, check_layer_momentum, check_num_features
 from bnlab.functional.batch_norm import _batch_norm, _batch_norm_ops
 from bnlab.layers._dispatch import LayerDispatch
 
@@ -30,17 +30,10 @@ class BatchNormBase(LayerDispatch, nn.Module):
         running_var: torch.Tensor | None
 
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        device: Any = None,
-        dtype: Any = None,
-        *,
-        bias: bool = True,
-    ) -> None:
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+        affine: bool = True, track_running_stats: bool = True, device: Any = None,
+        dtype: Any = None, *, bias: bool = True,
+    ) -> None:  # fmt: skip
         """torch.nn.BatchNorm*'s constructor (torch 2.13), argument for argument.
 
         ``bias=False`` (keyword only, as in torch; only meaningful with ``affine=True``): a
@@ -52,10 +45,8 @@ class BatchNormBase(LayerDispatch, nn.Module):
         negative momentum are refused here (ValueError).
         """
         super().__init__()
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
+        self.num_features = check_num_features(num_features)
         self.eps = check_layer_eps(eps)
         self.momentum = check_layer_momentum(momentum)
         self.affine = affine
@@ -177,24 +168,11 @@ class BatchNormBase(LayerDispatch, nn.Module):
             f"track_running_stats={self.track_running_stats}"
         )
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _missing_counter(self, version: int | None) -> torch.Tensor | None:
         # Checkpoints written before num_batches_tracked existed (version < 2) lack the key:
         # as torch 2.13 does, the layer keeps its own counter (0 if it has none on a real device).
-        version = local_metadata.get("version")
-        key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            own = self.num_batches_tracked
-            real = own is not None and own.device.type != "meta"
-            state_dict[key] = own if real else torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        if (version is not None and version >= 2) or not self.track_running_stats:
+            return None
+        own = self.num_batches_tracked
+        real = own is not None and own.device.type != "meta"
+        return own if real else torch.tensor(0, dtype=torch.long)

@@ -47,20 +47,10 @@ class RenormSchedule:
 
 class _BatchRenormBase(BatchNormBase):
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        rmax: float = 3.0,
-        dmax: float = 5.0,
-        warmup_steps: int = 0,
-        relax_steps: int = 0,
-        device: Any = None,
-        dtype: Any = None,
-        *,
-        bias: bool = True,
-    ) -> None:
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+        affine: bool = True, rmax: float = 3.0, dmax: float = 5.0, warmup_steps: int = 0,
+        relax_steps: int = 0, device: Any = None, dtype: Any = None, *, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, True, device, dtype, bias=bias)
         self.schedule = RenormSchedule(rmax, dmax, warmup_steps, relax_steps)
 
@@ -71,21 +61,8 @@ class _BatchRenormBase(BatchNormBase):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
-        assert self.running_mean is not None and self.running_var is not None
         rmax, dmax = self.current_limits() if self.training else (1.0, 0.0)
-        return batch_renorm(
-            input,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            training=self.training,
-            momentum=self.momentum,
-            eps=self.eps,
-            rmax=rmax,
-            dmax=dmax,
-            num_batches_tracked=self.num_batches_tracked if self.training else None,
-        )
+        return batch_renorm(input, **self._op_kwargs(), rmax=rmax, dmax=dmax)
 
     def extra_repr(self) -> str:
         s = self.schedule

@@ -98,19 +98,10 @@ class _BatchNormAct(NormActChildren, BatchNormBase):
     """BatchNormBase, then the ``drop`` and ``act`` children; see the module docstring."""
 
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        activation: str | nn.Module = "relu",
-        device: Any = None,
-        dtype: Any = None,
-        *,
-        drop: nn.Module | None = None,
-        bias: bool = True,
-    ) -> None:
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+        affine: bool = True, track_running_stats: bool = True, activation: str | nn.Module = "relu",
+        device: Any = None, dtype: Any = None, *, drop: nn.Module | None = None, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bnlab.functional._checks import check_eps
+from bnlab.functional._checks import check_eps, check_num_features
 from bnlab.functional.batch_norm import _batch_norm_ops, batch_norm
 from bnlab.layers._dispatch import LayerDispatch
 from bnlab.layers.batchnorm_act import NormActChildren
@@ -42,21 +42,12 @@ class FrozenBatchNormBase(LayerDispatch, nn.Module):
         num_batches_tracked: torch.Tensor
 
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        *,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        device: Any = None,
-        dtype: Any = None,
-        bias: bool = True,
-    ) -> None:
+        self, num_features: int, eps: float = 1e-5, *, momentum: float | None = 0.1,
+        affine: bool = True, device: Any = None, dtype: Any = None, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
+        self.num_features = check_num_features(num_features)
         self.eps = check_eps(eps)  # mode-independent rule: eps > 0 (see the module docstring)
         # Kept only so that ``unfreeze`` can give back the layer that was frozen.
         self.momentum = momentum
@@ -102,23 +93,9 @@ class FrozenBatchNormBase(LayerDispatch, nn.Module):
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _missing_counter(self, version: int | None) -> torch.Tensor | None:
         # torchvision's FrozenBatchNorm2d has no num_batches_tracked: accept its state_dicts.
-        key = prefix + "num_batches_tracked"
-        if key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        return torch.tensor(0, dtype=torch.long)
 
 
 class FrozenBatchNorm1d(FrozenBatchNormBase):

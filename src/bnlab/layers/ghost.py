@@ -17,18 +17,10 @@ from bnlab.layers._base import BatchNormBase
 
 class _GhostBatchNormBase(BatchNormBase):
     def __init__(
-        self,
-        num_features: int,
-        virtual_batch_size: int = 32,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        device: Any = None,
-        dtype: Any = None,
-        *,
-        bias: bool = True,
-    ) -> None:
+        self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5,
+        momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
+        device: Any = None, dtype: Any = None, *, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )

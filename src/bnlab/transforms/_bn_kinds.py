@@ -21,7 +21,7 @@ from bnlab.layers import (
     MaskedBatchNorm1d,
 )
 from bnlab.transforms.layer_classes import bn_rank
-from bnlab.transforms.swap import adopt, replace_children
+from bnlab.transforms.swap import adopt, replace_children, settings_of
 
 # The BN-family kinds for ``convert(model, kind=...)`` and ``insert_batchnorm(model, kind=...)``.
 _KIND_CLASSES: dict[str, dict[int, type[BatchNormBase]]] = {
@@ -63,10 +63,10 @@ def _convert_kind(
             )
         if kind == "renorm" and not old.track_running_stats:
             raise ValueError("kind 'renorm' needs BN layers with running statistics")
-        kwargs: dict[str, Any] = {"eps": old.eps, "momentum": old.momentum, "affine": old.affine}
-        if kind != "renorm":
-            kwargs["track_running_stats"] = old.track_running_stats
-        return adopt(old, new_cls(old.num_features, device="meta", **kwargs))
+        settings = settings_of(old)
+        if kind == "renorm":  # always tracks: its corrections need the running statistics
+            del settings["track_running_stats"]
+        return adopt(old, new_cls(**settings, device="meta"))
 
     return replace_children(model, replacement)
 

@@ -51,25 +51,28 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone()
 
 
+def _like(cls: type[nn.Module], old: Any, with_act: bool, **kwargs: Any) -> Any:
+    """A ``cls`` with ``old``'s num_features, eps and momentum, on the device and dtype of its
+    running statistics, with its ``act`` and ``drop`` children if ``with_act``; ``kwargs``
+    give the rest (affine, bias, ...)."""
+    if with_act:
+        kwargs.update(activation=old.act, drop=old.drop)
+    rm = old.running_mean
+    return cls(
+        old.num_features, eps=old.eps, momentum=old.momentum, device=rm.device, dtype=rm.dtype,
+        **kwargs,
+    )  # fmt: skip
+
+
 def _frozen_from(bn: Any, path: str) -> FrozenBatchNormBase:
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(
             f"cannot freeze {path or 'the model'} ({type(bn).__name__}): it has no running "
             "statistics (track_running_stats=False), so it has nothing to freeze"
         )
-    rm = bn.running_mean
     with_act = role_of(bn) == "bn_act"
     cls = (_FROZEN_ACT if with_act else _FROZEN)[bn_rank(bn)]
-    frozen = cls(
-        bn.num_features,
-        eps=bn.eps,
-        momentum=bn.momentum,
-        affine=bn.weight is not None,
-        bias=bn.bias is not None,
-        device=rm.device,
-        dtype=rm.dtype,
-        **({"activation": bn.act, "drop": bn.drop} if with_act else {}),
-    )
+    frozen = _like(cls, bn, with_act, affine=bn.weight is not None, bias=bn.bias is not None)
     with torch.no_grad():
         if bn.weight is not None:
             frozen.weight = _copy(bn.weight)
@@ -122,20 +125,9 @@ def unfreeze(model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab") -> nn.Mo
 
 
 def _unfrozen_from(frozen: FrozenBatchNormBase, table: dict[int, type[nn.Module]]) -> nn.Module:
-    rm = frozen.running_mean
     with_act = isinstance(frozen, FrozenBatchNormAct1d | FrozenBatchNormAct2d)
     cls = _BNLAB_ACT[bn_rank(frozen)] if with_act else table[bn_rank(frozen)]
-    bn: Any = cls(
-        frozen.num_features,
-        eps=frozen.eps,
-        momentum=frozen.momentum,
-        affine=frozen.affine,
-        bias=frozen.use_bias,
-        track_running_stats=True,
-        device=rm.device,
-        dtype=rm.dtype,
-        **({"activation": frozen.act, "drop": frozen.drop} if with_act else {}),
-    )
+    bn = _like(cls, frozen, with_act, affine=frozen.affine, bias=frozen.use_bias)
     with torch.no_grad():
         if bn.weight is not None:
             bn.weight.copy_(frozen.weight)

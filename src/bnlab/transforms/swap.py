@@ -5,18 +5,27 @@ weights, statistics, device, dtype and requires_grad are kept and an optimizer b
 model keeps working; a missing affine parameter (``affine=False``, or torch 2.13's
 ``bias=False``) stays missing. ``replace_children`` walks a model as timm's transforms do
 (``named_children``, in place) and returns the model, or the new layer when the model itself is
-replaced.
+replaced. ``settings_of`` reads the constructor arguments the new layer repeats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 _AFFINE = ("weight", "bias")
 _STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def settings_of(old: Any) -> dict[str, Any]:
+    """The constructor arguments that torch.nn.BatchNorm* and bnlab's trainable layers share,
+    read from ``old``: ``num_features``, ``eps``, ``momentum``, ``affine``,
+    ``track_running_stats`` (keywords, for the new layer's constructor)."""
+    names = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+    return {name: getattr(old, name) for name in names}
 
 
 def adopt(old: nn.Module, new: nn.Module) -> nn.Module:
