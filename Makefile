@@ -59,9 +59,11 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 # Kernel benchmark: bnlab vs torch native (and a torch.compile peer); table + bench.json.
+# Then the real-model benchmark (bnlab bench --models): whole networks, table + bench_models.json.
 # The other measurement tools: python -m bnlab.bench.<tool> (see src/bnlab/bench/__init__.py).
 bench: $(STAMP)
 	$(PY) -m bnlab.bench.kernels $(BENCH_ARGS)
+	$(PY) -m bnlab.bench.models $(MODEL_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnlab.bench.timing import interleave, medians, ratio_of_medians, timed
+from bnlab.bench.timing import interleave, medians, ratio_of_medians, report, timed
 
 
 def _recording(calls: list[tuple[str, int]], name: str, seconds: float):
@@ -46,3 +46,15 @@ def test_timed_measures_the_call():
     calls = []
     seconds = timed(lambda: calls.append(1))(0)
     assert calls == [1] and 0 <= seconds < 1
+
+
+def test_report_prints_the_header_one_line_per_peer_and_the_verdict(capsys):
+    report("mlp, 3 epochs each:", {"a epoch": [0.5, 0.25], "b epoch": [1.0]}, "a / b = 0.375")
+    assert capsys.readouterr().out == (
+        "mlp, 3 epochs each:\n"
+        "  a epoch median 0.375 s  [0.5, 0.25]\n"
+        "  b epoch median 1.000 s  [1.0]\n"
+        "  a / b = 0.375\n"
+    )
+    report("h", {"x": [0.12345]}, "v", digits=4)
+    assert capsys.readouterr().out == "h\n  x median 0.1235 s  [0.1235]\n  v\n"

@@ -31,7 +31,7 @@ Usage::
     python -m bnlab.bench.kernels --cases 256x64x28x28 --reps 30 --json out.json
 
 Peers are timed with ``bnlab.bench.timing`` (interleaved rounds); the JSON is written
-atomically (``bnlab.lab.record.atomic_write_text``).
+atomically (``bnlab.lab.files.atomic_write_text``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import bnlab
 from bnlab.bench.timing import interleave, medians, timed
 from bnlab.functional import batch_norm, batch_norm_act
 from bnlab.kernels import output_cache
-from bnlab.lab.record import atomic_write_text
+from bnlab.lab.files import atomic_write_text
 
 __all__ = ["CASES", "Case", "add_arguments", "main", "run", "run_from_args"]
 
@@ -361,13 +361,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", nargs="+", type=_parse_case, help="e.g. 256x64x28x28_cl")
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 30)")
-    parser.add_argument(
-        "--warmup", type=int, default=10, help="untimed calls per peer first (default 10)"
+    parser.add_argument(  # default None: --models has its own (bnlab.bench.models)
+        "--warmup", type=int, default=None, help="untimed calls per peer first (default 10)"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory sampling")
-    parser.add_argument("--json", default="bench.json", help="output path (default bench.json)")
+    parser.add_argument("--json", default=None, help="output path (default bench.json)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -379,15 +379,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = run(
         cases,
         reps,
-        max(1, args.warmup),
+        max(1, 10 if args.warmup is None else args.warmup),
         getattr(torch, args.dtype),
         with_compile=not (args.no_compile or args.quick),
         ops=tuple(args.ops),
         measure_memory=not args.no_memory,
     )
-    atomic_write_text(Path(args.json), json.dumps(result, indent=2))
+    path = Path(args.json or "bench.json")
+    atomic_write_text(path, json.dumps(result, indent=2))
     print_table(result)
-    print(f"wrote {args.json}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Runner", "describe", "interleave", "medians", "ratio_of_medians", "timed"]
+__all__ = ["Runner", "describe", "interleave", "medians", "ratio_of_medians", "report", "timed"]
 
 #: takes the round number (warm-up rounds first, from 0), returns its duration in seconds.
 Runner = Callable[[int], float]
@@ -75,3 +75,13 @@ def describe(label: str, seconds: Sequence[float], digits: int = 3) -> str:
     """``"<label> median 0.123 s  [0.121, 0.123, 0.13]"``: the median, then every duration."""
     rounded = [round(x, digits) for x in seconds]
     return f"{label} median {statistics.median(seconds):.{digits}f} s  {rounded}"
+
+
+def report(
+    header: str, times: Mapping[str, Sequence[float]], verdict: str, digits: int = 3
+) -> None:
+    """Print a comparison: ``header``, one ``describe`` line per peer, then ``verdict``."""
+    print(header)
+    for label, seconds in times.items():
+        print(f"  {describe(label, seconds, digits)}")
+    print(f"  {verdict}")

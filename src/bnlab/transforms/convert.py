@@ -44,7 +44,7 @@ from bnlab.transforms.layer_classes import (
     third_party_class,
     warn_unknown,
 )
-from bnlab.transforms.swap import adopt, replace_children
+from bnlab.transforms.swap import adopt, replace_children, settings_of
 
 _TORCH_TO_BNLAB: dict[type[nn.Module], type[nn.Module]] = {
     nn.BatchNorm1d: BatchNorm1d,
@@ -61,7 +61,10 @@ _BNLAB_TO_THIRD_PARTY: dict[type[nn.Module], tuple[str, str]] = {
 
 
 def convert(
-    model: nn.Module, to: Literal["bnlab", "torch"] = "bnlab", kind: str = "bn"
+    model: nn.Module,
+    to: Literal["bnlab", "torch"] = "bnlab",
+    kind: str = "bn",
+    fuse: bool = False,
 ) -> nn.Module:
     """Replace every batch-norm layer of ``model`` by the other side's class (table above).
 
@@ -72,12 +75,20 @@ def convert(
     every plain BatchNorm1d/2d/3d becomes: ``"renorm"``, ``"ghost"``, ``"masked"`` (1d), or
     ``"frozen"`` (same as ``bnlab.freeze``).
 
+    ``fuse=True`` (with ``to="bnlab"``, ``kind="bn"``): then every BatchNorm1d/2d whose output
+    only feeds a ReLU, SiLU, Hardswish or GELU becomes one ``BatchNormAct1d``/``2d`` with that
+    activation, found through the modules' forwards (``torch.fx``) or nn.Sequential's order
+    (``bnlab.transforms.fuse``). A module whose forward had to be rewritten for it becomes a
+    ``torch.fx.GraphModule`` with the same parameters and state_dict keys.
+
     Example::
 
         model = bnlab.convert(torchvision.models.resnet18(), to="bnlab")
     """
     if to not in ("bnlab", "torch"):
         raise ValueError(f"to must be 'bnlab' or 'torch', got {to!r}")
+    if fuse and (to, kind) != ("bnlab", "bn"):
+        raise ValueError(f"fuse=True needs to='bnlab' and kind='bn', got to={to!r}, kind={kind!r}")
     if kind != "bn":
         if to != "bnlab":
             raise ValueError(f"kind={kind!r} needs to='bnlab' (torch has no such layer)")
@@ -106,6 +117,10 @@ def convert(
             UserWarning,
             stacklevel=2,
         )
+    if fuse:
+        from bnlab.transforms.fuse import fuse_activations
+
+        return fuse_activations(result)
     return result
 
 
@@ -148,14 +163,7 @@ def _builder_for(cls: type[nn.Module]) -> Builder:
 
 
 def _bn_config(m: Any) -> dict[str, Any]:
-    return {
-        "num_features": m.num_features,
-        "eps": m.eps,
-        "momentum": m.momentum,
-        "affine": m.affine,
-        "track_running_stats": m.track_running_stats,
-        "device": "meta",
-    }
+    return {**settings_of(m), "device": "meta"}
 
 
 def _act_none(cls: type[nn.Module]) -> dict[str, Any]:
