@@ -16,14 +16,16 @@ import pytest
 
 from bnlab.cli import main as cli_main
 from bnlab.lab.distributed_run import shard_sizes, strip_nproc
+from bnlab.lab.errors import UsageError
 from bnlab.lab.launch import free_port
+from bnlab.lab.record import load_record
 
 SMALL = ["--dataset", "digits", "--batch-size", "50", "--limit-train", "300", "--limit-test"]
 SMALL += ["100", "--progress", "off", "--no-report"]
 
 
 def _rows(folder: Path) -> list[dict]:
-    return json.loads((folder / "record.json").read_text())["rows"]
+    return load_record(folder).rows
 
 
 def test_sync_bn_on_two_ranks_reproduces_one_process(tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def _wait_for_epochs(out: Path, procs: list[subprocess.Popen[str]], epochs: int)
         try:
             if len(_rows(out)) >= epochs:
                 return
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        except (FileNotFoundError, UsageError):
             pass
         time.sleep(0.1)
     raise AssertionError(f"no {epochs} epochs on disk after 180 s")
@@ -119,10 +121,9 @@ def test_lost_rank_ends_run_naming_it_and_keeps_epochs(tmp_path: Path, fault: st
     assert "rank 1 stopped answering (died, or hung past the timeout)" in text, text
     assert f"Every epoch finished before that is saved in {out}" in text, text
     assert waited < 2 * timeout_s + 30, f"rank 0 took {waited:.0f} s to give up"
-    record = json.loads((out / "record.json").read_text())
-    assert record["status"] == "failed"
-    assert len(record["rows"]) >= 2 and record["runs"][0]["epochs_done"] >= 2
-    assert (out / "checkpoints" / "run-1.pt").exists()
+    record = load_record(out)
+    assert record.status == "failed"
+    assert len(record.rows) >= 2 and record.runs[0]["epochs_done"] >= 2
 
 
 def test_shard_sizes_and_strip_nproc() -> None:

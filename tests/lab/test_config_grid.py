@@ -136,6 +136,21 @@ def test_toml_round_trip_of_resolved_config(tmp_path):
     assert load_config(path) == resolved
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["smile 🙂", "日本語の実験", 'quote " and \\ backslash', "tab\tnew\nline", "\x7f\x01 controls"],
+)
+def test_toml_round_trip_of_any_name(tmp_path, name):
+    """Every string reads back, also those outside the Basic Multilingual Plane (an emoji was
+    written as a JSON surrogate pair, which TOML rejects) and control characters."""
+    config = Config(
+        name=name, data_dir=name, grid={"lr": [0.1], "bn_momentum": ["cumulative", 0.1]}
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml(), encoding="utf-8")
+    assert load_config(path) == config
+
+
 def test_presets_match_the_tutorials():
     lizard = PRESETS["lizard-cnn"].params
     assert lizard["lr"] == [0.01] and lizard["batch_size"] == [1000]

@@ -4,19 +4,27 @@ mode, no per-batch sync), the record on disk, Ctrl-C + --resume, never overwriti
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import nn
 
 from bnlab.lab import data as data_module
+from bnlab.lab import experiment
 from bnlab.lab.config import Config, load_config
 from bnlab.lab.data import Dataset, epoch_generator, load_dataset
 from bnlab.lab.errors import UsageError
-from bnlab.lab.experiment import ExperimentExistsError, resolve, run_experiment
+from bnlab.lab.experiment import (
+    ExperimentExistsError,
+    ExperimentInterrupted,
+    resolve,
+    run_experiment,
+)
 from bnlab.lab.grid import RunParams
 from bnlab.lab.models import build_model
 from bnlab.lab.record import RECORD_JSON, columns, load_record
@@ -200,13 +208,14 @@ def test_experiment_writes_the_documented_record(tmp_path):
     with open(folder / "record.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == columns("accuracy") and len(rows) == 8
-    assert float(rows[3]["test_accuracy"]) == saved["rows"][3]["test_accuracy"]
-    assert {r["group"] for r in saved["rows"]} == {"no_bn", "bn"}
+    saved_rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    assert float(rows[3]["test_accuracy"]) == saved_rows[3]["test_accuracy"]
+    assert {r["group"] for r in saved_rows} == {"no_bn", "bn"}
     last = [s for s in record.summary if s["epoch"] == 2]
     assert [s["n"] for s in last] == [2, 2] and all(s["accuracy_ci95"] >= 0 for s in last)
     runs = {r["name"]: r for r in saved["runs"]}
     assert runs["bn,seed=1"]["status"] == "complete" and runs["bn,seed=1"]["epochs_done"] == 2
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in saved["rows"])
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in saved_rows)
     assert load_config(folder / "config.toml").grid == saved["config"]["grid"]
     # the same seed builds the same model: runs 1 (no_bn, seed 0) and 2 (seed 1) differ
     assert record.rows[0]["loss"] != record.rows[2]["loss"]
@@ -221,8 +230,16 @@ def test_interrupt_keeps_finished_epochs_and_resume_matches_uninterrupted(tmp_pa
         if len(record.rows) == 4:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(_tiny(epochs=[3], seed=[0]), root=tmp_path / "b", on_epoch=stop_after_four)
+    console = Console(file=io.StringIO())
+    with pytest.raises(ExperimentInterrupted) as interrupted:
+        run_experiment(
+            _tiny(epochs=[3], seed=[0]),
+            root=tmp_path / "b",
+            on_epoch=stop_after_four,
+            console=console,
+        )
+    # it says where the epochs are, and prints nothing: the caller gives the command to continue
+    assert interrupted.value.folder == tmp_path / "b" / "tiny" and not console.file.getvalue()
     partial = load_record(tmp_path / "b" / "tiny")
     assert partial.status == "interrupted" and len(partial.rows) == 4
     assert [r["status"] for r in partial.runs] == ["complete", "partial"]
@@ -340,3 +357,72 @@ def test_bn_impl_torch_and_bnlab_train_alike(tmp_path):
 def test_data_module_default_dir_is_debian(tmp_path):
     assert str(data_module.FASHION_MNIST_DIR) == "/usr/share/datasets/fashion-mnist"
     assert load_dataset("digits").task == "classification"
+
+
+def test_the_fallback_note_comes_before_the_first_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLAB_DATA", str(tmp_path / "cache"))  # no MNIST there
+    console = Console(file=io.StringIO(), width=200)
+    printed_by_first_epoch = []
+    config = Config(
+        preset="keras-mlp", grid={"epochs": [1], "bn": [True]}, limit_train=64, progress="off"
+    )
+
+    def first_epoch(record):
+        printed_by_first_epoch.append(console.file.getvalue())
+
+    run_experiment(config, root=tmp_path, console=console, on_epoch=first_epoch)
+    assert "MNIST not found" in printed_by_first_epoch[0]
+    assert "runs on Fashion-MNIST instead" in printed_by_first_epoch[0]
+
+
+def test_mnist_absent_from_the_data_dir_given_is_an_error_not_a_fallback(tmp_path):
+    resolved, notes = resolve(Config(preset="mlp", data_dir=str(tmp_path)))
+    assert resolved.grid["dataset"] == ["mnist"] and not notes
+    with pytest.raises(FileNotFoundError, match=f"mnist not found in {tmp_path}"):
+        run_experiment(Config(preset="mlp", data_dir=str(tmp_path)), root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_short_default_note_only_for_the_default_epochs():
+    _, notes = resolve(Config(preset="lizard-cnn"))
+    assert any("the tutorial trains 20 epochs" in note for note in notes)
+    _, notes = resolve(Config(preset="lizard-cnn", grid={"epochs": [10]}))
+    assert not any("tutorial trains" in note for note in notes)
+
+
+def test_the_saved_config_says_what_ran_not_where(tmp_path):
+    config = Config(**{**_tiny(epochs=[1], seed=[0]).to_dict(), "out": str(tmp_path / "here")})
+    record, folder = run_experiment(config, root=tmp_path)
+    assert folder == tmp_path / "here"
+    assert load_config(folder / "config.toml").out == "" and record.config["out"] == ""
+    _, again = run_experiment(load_config(folder / "config.toml"), root=tmp_path)
+    assert again == tmp_path / "tiny"  # a new folder, by the never-overwrite rule
+
+
+def test_a_missing_probe_layer_fails_before_the_folder(tmp_path):
+    config = Config(
+        **{**_tiny(epochs=[1]).to_dict(), "probes": ["activations"], "probe_layer": "Conv2d#0"}
+    )
+    with pytest.raises(UsageError, match=r"probe layer 'Conv2d#0' \(--probe-layer\), run no_bn"):
+        run_experiment(config, root=tmp_path)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_small_networks_train_on_one_thread_unless_told(tmp_path, monkeypatch):
+    real = experiment.run_epoch
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "run_epoch", spy)
+    before = torch.get_num_threads()
+    record, _ = run_experiment(_tiny(epochs=[1], seed=[0]), root=tmp_path / "a")
+    assert seen == [1, 1] and [r["threads"] for r in record.runs] == [1, 1]
+    assert torch.get_num_threads() == before  # restored
+    seen.clear()
+    told = Config(**{**_tiny(epochs=[1], seed=[0]).to_dict(), "threads": 3})
+    record, _ = run_experiment(told, root=tmp_path / "b")
+    assert seen == [3, 3] and [r["threads"] for r in record.runs] == [3, 3]
+    assert torch.get_num_threads() == before

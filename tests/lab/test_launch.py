@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,24 @@ def test_env_world(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "four")
     with pytest.raises(ValueError, match="must be integers"):
         env_world()
+
+
+def test_ranks_get_time_to_save_after_ctrl_c(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C reaches the ranks too (one process group): they finish saving on their own
+    before the launcher would terminate them. Here only the launcher is interrupted."""
+    import bnlab.lab.launch as launch
+
+    code = "import sys, time; time.sleep(1.0); open(sys.argv[1], 'w').write('saved')"
+    real_sleep = time.sleep
+    calls = []
+
+    def interrupted_sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 1:  # the first wait of the launcher's watch loop
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(launch.time, "sleep", interrupted_sleep)
+    with pytest.raises(KeyboardInterrupt):
+        launch_local([sys.executable, "-c", code, str(tmp_path / "rank-file")], 1)
+    assert (tmp_path / "rank-file").read_text() == "saved"

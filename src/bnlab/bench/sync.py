@@ -22,8 +22,8 @@ import torch.distributed as dist
 
 import bnlab
 from bnlab.bench.timing import Runner, interleave, medians, ratio_of_medians
+from bnlab.lab.files import atomic_write_text
 from bnlab.lab.launch import init_process_group, spawn_local
-from bnlab.lab.record import atomic_write_text
 
 DEFAULT_SHAPES = ("256x512", "32x64x32x32", "16x256x8x8", "8x32x8x16x16")
 

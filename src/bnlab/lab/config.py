@@ -15,16 +15,19 @@ Unknown keys, renamed keys (``momentum`` is now ``sgd_momentum``), wrong types a
 range are rejected (``UsageError``) with a message naming the key, where it came from (the file
 and section, or the command-line flag) and the value. The resolved config
 (preset and defaults filled in, every grid list explicit) is saved with each experiment as
-``config.toml`` and inside ``record.json``; ``bnlab run`` on it repeats the experiment.
+``config.toml`` (written by tomli-w, so any name, emoji included, reads back) and inside
+``record.json``; ``bnlab run`` on it repeats the experiment in a new folder (the saved config
+has no ``out``: a folder is never overwritten, so the old one could not be reused).
 """
 
 from __future__ import annotations
 
-import json
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from bnlab.lab.errors import UsageError
 from bnlab.lab.grid import PARAM_TYPES, RENAMED_PARAMS, RunParams, check_grid, named
@@ -41,7 +44,7 @@ class Config:
     data_dir: str = ""  # folder with the IDX files; default: the usual places
     download: bool = False  # fetch MNIST / Fashion-MNIST if missing
     mirrors: list[str] = field(default_factory=list)  # download base URLs; default: built in
-    threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
+    threads: int = 0  # torch threads; 0: one for a small model, else torch's (bnlab.lab.threads)
     limit_train: int = 0  # use only the first N training samples (0: all)
     limit_test: int = 0  # use only the first N test samples (0: all)
     eval_batch_size: int = 2000  # batch size for test-set evaluation (memory only)
@@ -70,7 +73,7 @@ class Config:
         if self.preset:
             merged.update(get_preset(self.preset).params)
         merged.update(self.grid)
-        if "bn" not in merged:
+        if "bn" not in merged and "norm" not in merged:
             merged = {"bn": [False, True], **merged}
         # Keep the RunParams field order so records have the same column order everywhere.
         order = [f.name for f in fields(RunParams)]
@@ -81,15 +84,10 @@ class Config:
 
     def to_toml(self) -> str:
         """TOML text that reads back as this config (top-level keys, then ``[grid]``)."""
-        lines = ["# bnlab experiment config (resolved); run it again with `bnlab run FILE`"]
-        for f in fields(self):
-            if f.name != "grid":
-                lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
-        lines.append("")
-        lines.append("[grid]")
-        for key, values in self.grid.items():
-            lines.append(f"{key} = {_toml_value(values)}")
-        return "\n".join(lines) + "\n"
+        header = (
+            "# bnlab experiment config (resolved): `bnlab run FILE` runs it again (new folder)\n"
+        )
+        return header + tomli_w.dumps(self.to_dict())
 
 
 _FIELD_TYPES: dict[str, type] = {
@@ -170,15 +168,3 @@ def load_config(path: Path | str) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
     return config_from_dict(values, where=str(path))
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")

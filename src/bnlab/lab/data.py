@@ -14,7 +14,8 @@ Data sets (``DATASETS``):
   80/20 split.
 - ``mpg``: Auto MPG, the ``cars`` table of vega_datasets (406 cars; rows missing mpg or
   horsepower dropped -> 392); origin one-hot; seeded 80/20 split; features standardized with
-  the training split's mean and std; target mpg left in miles per gallon.
+  the training split's mean and std (``input_scaling="raw"``: left as the table gives them,
+  pounds, cubic inches, ...); target mpg left in miles per gallon.
 
 Image normalization (``normalization``): ``none`` (pixels scaled to [0, 1], as ToTensor does),
 ``normal`` (the training set's own mean/std, tutorial 001's 'normal' trainset) or ``fixed``
@@ -23,6 +24,7 @@ Image normalization (``normalization``): ``none`` (pixels scaled to [0, 1], as T
 
 from __future__ import annotations
 
+import functools
 import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -36,6 +38,9 @@ from bnlab.lab.errors import UsageError
 
 DATASETS = ("fashion-mnist", "mnist", "digits", "mpg")
 NORMALIZATIONS = ("none", "normal", "fixed")
+#: how a table's features reach the network (the run parameter ``input_scaling``)
+INPUT_SCALINGS = ("standardized", "raw")
+TABLES = ("mpg",)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FIXED = (0.1307, 0.3081)
 
@@ -147,11 +152,7 @@ def _how_to_get(name: str) -> str:
             f"the files in {FASHION_MNIST_DIR}), or point --data-dir at a folder holding the "
             "four IDX files, or fetch them with --download"
         )
-    return (
-        "point --data-dir at a folder holding the four MNIST IDX files "
-        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte"
-        "[.gz], t10k-labels-idx1-ubyte[.gz]), or fetch them with --download"
-    )
+    return "point --data-dir at a folder holding the four IDX files, or fetch them with --download"
 
 
 def idx_folder(name: str, data_dir: Path | str | None) -> Path:
@@ -165,13 +166,14 @@ def idx_folder(name: str, data_dir: Path | str | None) -> Path:
     for folder in candidates:
         if all(find_idx(folder, stem) for stem in IDX_FILES.values()):
             return folder
-    looked = ", ".join(str(c) for c in candidates)
+    looked = " or ".join(str(c) for c in candidates)
     missing = [
-        stem for stem in IDX_FILES.values() if all(find_idx(c, stem) is None for c in candidates)
+        f"{stem}[.gz]"
+        for stem in IDX_FILES.values()
+        if all(find_idx(c, stem) is None for c in candidates)
     ]
     raise DatasetNotFoundError(
-        f"{name} not found (looked in {looked}; missing {', '.join(missing)}). "
-        f"To get it: {_how_to_get(name)}."
+        f"{name} not found in {looked}: no {', '.join(missing)}. To get it: {_how_to_get(name)}."
     )
 
 
@@ -217,11 +219,14 @@ def load_idx_dataset(name: str, data_dir: Path | str | None = None) -> Dataset:
     )
 
 
-def _split(n: int, seed: int, test_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator)
-    n_test = round(n * test_fraction)
-    return perm[n_test:], perm[:n_test]
+def _split(
+    name: str, x: torch.Tensor, y: torch.Tensor, seed: int, task: str, num_outputs: int, source: str
+) -> Dataset:
+    """``(x, y)`` as a data set whose test split is 20% of the rows, drawn by ``seed``."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = round(len(x) * 0.2)
+    train, test = perm[n_test:], perm[:n_test]
+    return Dataset(name, x[train], y[train], x[test], y[test], task, num_outputs, source)
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -244,17 +249,8 @@ def load_digits(split_seed: int = 0) -> Dataset:
     images, target = _digits_arrays()
     x = torch.from_numpy(images / 16.0).unsqueeze(1)
     y = torch.from_numpy(target)
-    train, test = _split(len(x), split_seed)
-    return Dataset(
-        name="digits",
-        x_train=x[train],
-        y_train=y[train],
-        x_test=x[test],
-        y_test=y[test],
-        task="classification",
-        num_outputs=10,
-        source="scikit-learn's bundled digits (sklearn.datasets.load_digits)",
-    )
+    source = "scikit-learn's bundled digits (sklearn.datasets.load_digits)"
+    return _split("digits", x, y, split_seed, "classification", 10, source)
 
 
 MPG_FEATURES = (
@@ -268,12 +264,13 @@ MPG_FEATURES = (
 MPG_ORIGINS = ("USA", "Europe", "Japan")
 
 
-def load_mpg(split_seed: int = 0) -> Dataset:
-    """Auto MPG (vega_datasets ``cars``): 392 cars, 9 standardized features, target mpg.
+def load_mpg(split_seed: int = 0, input_scaling: str = "standardized") -> Dataset:
+    """Auto MPG (vega_datasets ``cars``): 392 cars, 9 features, target mpg.
 
     Features: cylinders, displacement, horsepower, weight, acceleration, model year (as a
     number: years since 1970) and origin one-hot (USA, Europe, Japan). Standardized with the
-    training split's mean and std only, so nothing of the test split leaks into training.
+    training split's mean and std only, so nothing of the test split leaks into training;
+    ``input_scaling="raw"`` keeps the table's units.
     """
     from vega_datasets import data as vega
 
@@ -287,19 +284,13 @@ def load_mpg(split_seed: int = 0) -> Dataset:
         np.concatenate([numeric.to_numpy(np.float64), origin.astype(np.float64)], axis=1)
     ).float()
     y = torch.from_numpy(frame["Miles_per_Gallon"].to_numpy(np.float32)).unsqueeze(1)
-    train, test = _split(len(x), split_seed)
-    mean = x[train].mean(0)
-    std = x[train].std(0).clamp_min(1e-12)
-    x = (x - mean) / std
-    return Dataset(
-        name="mpg",
-        x_train=x[train],
-        y_train=y[train],
-        x_test=x[test],
-        y_test=y[test],
-        task="regression",
-        num_outputs=1,
-        source="vega_datasets cars",
+    dataset = _split("mpg", x, y, split_seed, "regression", 1, "vega_datasets cars")
+    if input_scaling != "standardized":
+        return dataset
+    mean = dataset.x_train.mean(0)
+    std = dataset.x_train.std(0).clamp_min(1e-12)
+    return replace(
+        dataset, x_train=(dataset.x_train - mean) / std, x_test=(dataset.x_test - mean) / std
     )
 
 
@@ -320,21 +311,64 @@ def normalize(dataset: Dataset, how: str) -> Dataset:
     )
 
 
+def check_input_scaling(name: str, input_scaling: str) -> None:
+    """``input_scaling`` is one of INPUT_SCALINGS, and "raw" only for a table (``UsageError``)."""
+    if input_scaling not in INPUT_SCALINGS:
+        raise UsageError(
+            f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, got {input_scaling!r}"
+        )
+    if input_scaling != "standardized" and name not in TABLES:
+        raise UsageError(
+            f"input_scaling {input_scaling!r} applies to a table's features ({', '.join(TABLES)});"
+            f" data set {name!r} has images, scaled by 'normalization'"
+        )
+
+
 def load_dataset(
     name: str,
     data_dir: Path | str | None = None,
     normalization: str = "none",
     split_seed: int = 0,
+    input_scaling: str = "standardized",
 ) -> Dataset:
-    """Load data set ``name`` (one of ``DATASETS``) and normalize it."""
+    """Load data set ``name`` (one of ``DATASETS``) and normalize it.
+
+    The result is kept for the process, per arguments and, for IDX files, per folder and the
+    files' sizes and modification times: decoding and normalizing 70,000 images takes over a
+    second, and a claims ledger trains many runs on the same data. The tensors are shared:
+    never modify them in place (the lab only slices and indexes them).
+    """
+    check_input_scaling(name, input_scaling)
+    files: tuple[str, tuple[tuple[int, int], ...]] | None = None
     if name in ("fashion-mnist", "mnist"):
-        dataset = load_idx_dataset(name, data_dir)
+        folder = idx_folder(name, data_dir)
+        stats = [path.stat() for path in _idx_paths(folder)]
+        files = (str(folder), tuple((st.st_size, st.st_mtime_ns) for st in stats))
+    elif name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    return _load(name, files, normalization, split_seed, input_scaling)
+
+
+def _idx_paths(folder: Path) -> list[Path]:
+    paths = [find_idx(folder, stem) for stem in IDX_FILES.values()]
+    return [p for p in paths if p is not None]
+
+
+@functools.lru_cache(maxsize=4)
+def _load(
+    name: str,
+    files: tuple[str, tuple[tuple[int, int], ...]] | None,
+    normalization: str,
+    split_seed: int,
+    input_scaling: str,
+) -> Dataset:
+    """:func:`load_dataset`'s work, cached; ``files`` is the IDX folder and its files' stamps."""
+    if files is not None:
+        dataset = load_idx_dataset(name, files[0])
     elif name == "digits":
         dataset = load_digits(split_seed)
-    elif name == "mpg":
-        dataset = load_mpg(split_seed)
     else:
-        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+        dataset = load_mpg(split_seed, input_scaling)
     return normalize(dataset, normalization)
 
 

@@ -46,7 +46,7 @@ from bnlab.lab.launch import (
     roll_call,
     share_cores,
 )
-from bnlab.lab.trainer import BatchHook, EpochResult, StepHook, run_epoch
+from bnlab.lab.trainer import EpochResult, run_epoch
 
 __all__ = [
     "DistributedExecution",
@@ -147,23 +147,19 @@ class DistributedExecution:
     def run_epoch(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Any,
         dataset: Dataset,
         params: RunParams,
-        epoch: int,
-        eval_batch_size: int,
-        on_batch: BatchHook | None = None,
-        before_step: StepHook | None = None,
+        *args: Any,
+        **kwargs: Any,
     ) -> EpochResult:
-        """The trainer's epoch (``bnlab.lab.trainer.run_epoch``) as this rank: its shards of
-        every batch and of the test set, the sums all-reduced.
+        """The trainer's epoch (``bnlab.lab.trainer.run_epoch``, same arguments) as this rank:
+        its shards of every batch and of the test set, the sums all-reduced.
 
         ``before_step`` (probes) sees the whole batch on every rank, as in a local run.
         """
         self._check_shards(dataset, params)
-        return run_epoch(
-            model, optimizer, dataset, params, epoch, eval_batch_size, on_batch, before_step, self
-        )
+        return run_epoch(model, optimizer, dataset, params, *args, **{**kwargs, "ranks": self})
 
 
 _COMM_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "broken pipe", "peer")
@@ -282,9 +278,12 @@ def strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def launch_cli(argv: list[str], nproc: int, grace_s: float = 60.0) -> int:
-    """``bnlab ... --nproc N``: run ``bnlab worker ...`` (the same command) as N local ranks."""
+def launch_cli(
+    argv: list[str], nproc: int, grace_s: float = 60.0, env: dict[str, str] | None = None
+) -> int:
+    """``bnlab ... --nproc N``: run ``bnlab worker ...`` (the same command) as N local ranks,
+    with ``env`` added to their environment."""
     if nproc < 1:
         raise UsageError(f"--nproc must be >= 1, got {nproc}")
     cmd = [sys.executable, "-m", "bnlab", "worker", *strip_nproc(argv)]
-    return launch_local(cmd, nproc, grace_s=grace_s, env=share_cores(nproc))
+    return launch_local(cmd, nproc, grace_s=grace_s, env={**share_cores(nproc), **(env or {})})

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from bnlab.lab.files import atomic_writer
 
 # The published files and their md5 sums (the ones torchvision checks too).
 CHECKSUMS: dict[str, dict[str, str]] = {
@@ -79,23 +80,18 @@ def verify(path: Path, checksum: str) -> bool:
 def fetch(url: str, dest: Path, checksum: str, timeout: float = 60.0) -> None:
     """Download ``url`` to ``dest`` atomically, if its checksum matches; else raise."""
     algorithm, expected = _parse_checksum(checksum)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        digest = hashlib.new(algorithm)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.new(algorithm)
+    with (
+        atomic_writer(dest, suffix=".part") as out,  # a bad checksum leaves dest untouched
+        urllib.request.urlopen(url, timeout=timeout) as resp,
+    ):
+        for chunk in iter(lambda: resp.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != expected:
             raise DownloadError(
                 f"{url}: {algorithm} {digest.hexdigest()} does not match the expected {expected}"
             )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def download(

@@ -12,9 +12,18 @@ import itertools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from bnlab.lab.data import DATASETS, NORMALIZATIONS
+from bnlab.lab.data import DATASETS, INPUT_SCALINGS, NORMALIZATIONS, check_input_scaling
 from bnlab.lab.errors import UsageError
-from bnlab.lab.models import BN_IMPLS, CUMULATIVE, NETWORKS, network_bn
+from bnlab.lab.models import (
+    BN_IMPLS,
+    CUMULATIVE,
+    NETWORKS,
+    PLACEMENTS,
+    network_bn,
+    network_placement,
+    resolve_norm,
+)
+from bnlab.lab.norms import NORMS, check_norm
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -31,7 +40,15 @@ class RunParams:
     """The parameters of one run (a column each in the record)."""
 
     network: str = "lizard-cnn"  # a key of bnlab.lab.models.NETWORKS
-    bn: bool = True  # the network's BN variant (True) or the plain one (False)
+    # the network with its normalization layers (True) or without (False); kept for old configs
+    # and records: bn=false is norm "none". __post_init__ sets it to norm != "none".
+    bn: bool = True
+    # the normalization layer where the tutorial puts BN (bnlab.lab.norms.NORMS): none, bn,
+    # renorm, ghost, groupnorm, layernorm, noisy_bn
+    norm: str = "bn"
+    # the normalization layer "before" or "after" the activation; None, the default: the
+    # network's own ("after" for lizard-cnn, "before" for the others), filled in as bn_momentum
+    placement: str | None = None
     bn_impl: str = "bnlab"  # "bnlab" (bnlab's layers) or "torch" (torch.nn.BatchNorm*)
     # BN's running-statistics weight in every BN layer the network builds, PyTorch's convention
     # (running = (1 - m) * running + m * batch; Keras's momentum 0.99 is 0.01 here), in
@@ -44,8 +61,11 @@ class RunParams:
     # BN's eps in every BN layer the network builds, > 0. None, the default: the network's
     # own, 1e-5 (PyTorch's default) except keras-mlp's 1e-3 (Keras's); as bn_momentum.
     bn_eps: float | None = None
+    dropout: float = 0.0  # nn.Dropout's p after each hidden fully connected block, in [0, 1)
+    init_scale: float = 1.0  # multiplies the default init of every Linear and Conv2d weight
     dataset: str = "fashion-mnist"  # a key of bnlab.lab.data.DATASETS
     normalization: str = "none"  # "none" | "normal" (training set mean/std) | "fixed"
+    input_scaling: str = "standardized"  # mpg's features: "standardized" or "raw" (as the table)
     optimizer: str = "adam"  # "adam" | "sgd"
     lr: float = 0.01  # learning rate
     sgd_momentum: float = 0.0  # SGD's momentum, >= 0 (unused by Adam); not BN's (bn_momentum)
@@ -59,16 +79,25 @@ class RunParams:
         momentum, eps = network_bn(self.network, self.bn_momentum, self.bn_eps)
         object.__setattr__(self, "bn_momentum", momentum)
         object.__setattr__(self, "bn_eps", eps)
+        norm = resolve_norm(self.bn, self.norm)
+        check_norm(norm, self.bn_impl)
+        object.__setattr__(self, "norm", norm)
+        object.__setattr__(self, "bn", norm != "none")
+        object.__setattr__(self, "placement", network_placement(self.network, self.placement))
+        check_input_scaling(self.dataset, self.input_scaling)
 
 
 #: each parameter's type; bn_momentum and bn_eps are floats whose default (None) means "the
-#: network's own", and bn_momentum also takes CUMULATIVE.
+#: network's own", and bn_momentum also takes CUMULATIVE; so is placement, a str.
 PARAM_TYPES: dict[str, type] = {
     f.name: float if f.default is None else type(f.default) for f in fields(RunParams)
-}
+} | {"placement": str}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "network": tuple(NETWORKS),
     "bn_impl": tuple(BN_IMPLS),
+    "norm": NORMS,
+    "placement": PLACEMENTS,
+    "input_scaling": INPUT_SCALINGS,
     "dataset": DATASETS,
     "normalization": NORMALIZATIONS,
     "optimizer": OPTIMIZERS,
@@ -108,10 +137,12 @@ def check_value(key: str, value: Any, where: str = "grid") -> Any:
         raise UsageError(f"{what} must be {expected}, got {type(value).__name__} {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise UsageError(f"{what} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in ("lr", "batch_size", "epochs", "bn_eps") and not value > 0:
+    if key in ("lr", "batch_size", "epochs", "bn_eps", "init_scale") and not value > 0:
         raise UsageError(f"{what} must be > 0, got {value!r}")
     if key in ("sgd_momentum", "seed") and not value >= 0:
         raise UsageError(f"{what} must be >= 0, got {value!r}")
+    if key == "dropout" and not 0.0 <= value < 1.0:
+        raise UsageError(f"{what} must be in [0, 1), got {value!r}")
     if key == "bn_momentum" and not 0.0 <= value <= 1.0:
         raise UsageError(f"{what} must be in [0, 1] or {CUMULATIVE!r}, got {value!r}")
     return value

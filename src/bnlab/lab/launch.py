@@ -204,6 +204,10 @@ def roll_call(
         time.sleep(0.2)
 
 
+#: seconds the ranks get after Ctrl-C to save their finished epochs and stop on their own
+INTERRUPT_GRACE_S = 30.0
+
+
 def launch_local(
     cmd: Sequence[str], nproc: int, *, grace_s: float = 60.0, env: dict[str, str] | None = None
 ) -> int:
@@ -212,7 +216,9 @@ def launch_local(
     When a rank ends with an error, the others get ``grace_s`` seconds to notice (their
     collectives fail or time out) and stop on their own; then they are terminated. Returns 0
     if every rank succeeded, else the first failing rank's exit code (128 + signal if killed),
-    after printing which ranks failed and how.
+    after printing which ranks failed and how. On Ctrl-C (which the ranks, in the same process
+    group, receive too) the ranks get ``INTERRUPT_GRACE_S`` seconds to save their epochs and
+    stop before they are terminated; then KeyboardInterrupt propagates.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
@@ -246,6 +252,11 @@ def launch_local(
             if first_failure is not None and time.monotonic() - failed_at > grace_s:
                 break
             time.sleep(0.1)
+    except KeyboardInterrupt:
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        raise
     finally:
         for rank, p in enumerate(procs):
             if rank not in codes:

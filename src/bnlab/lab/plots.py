@@ -10,32 +10,37 @@ them) or probe results (the JSON :class:`bnlab.lab.probes.RunProbes` saves under
 nothing to draw (e.g. a learning-rate sweep needs at least two learning rates).
 
 Conventions: "with BN" is drawn in blue, "without BN" in orange; a band is the 95% confidence
-interval of the mean over seeds (Student t, as summary.csv computes it); a run whose loss
-became NaN or infinite is *diverged* and is drawn as a red-edged X in its network's colour
-at the bottom of the axis, never dropped.
+interval of the mean over seeds (Student t, as summary.csv computes it); a *diverged* run (a
+loss not finite or exploded: ``bnlab.lab.verdict``) is drawn as a red-edged X in its
+network's colour at the bottom of the axis, never dropped; epochs are whole numbers on every
+axis.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bnlab.lab.record import Record
 from bnlab.lab.stats import mean_ci95
+from bnlab.lab.verdict import run_diverged
 
 __all__ = [
+    "EpochTimes",
     "activations_figure",
+    "epoch_time_stats",
     "epoch_times",
     "landscape_figure",
     "learning_curves",
     "lr_sweep",
-    "mean_ci95",
-    "run_diverged",
     "save",
     "shift_figure",
 ]
@@ -56,18 +61,17 @@ def save(fig: Figure, out_dir: Path | str, stem: str) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{stem}.png"
-    fig.savefig(png, dpi=110, bbox_inches="tight")
-    fig.savefig(out / f"{stem}.svg", bbox_inches="tight")
+    with warnings.catch_warnings():
+        # A name in a script the fonts lack (CJK, without a CJK font installed) is drawn as
+        # boxes; matplotlib would warn once per glyph and file. The report's text shows it.
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        fig.savefig(png, dpi=110, bbox_inches="tight")
+        fig.savefig(out / f"{stem}.svg", bbox_inches="tight")
     return png
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def run_diverged(rows: Sequence[dict[str, Any]]) -> bool:
-    """A run diverged when a recorded training or test loss is NaN or infinite."""
-    return any(not _finite(r.get(k)) for r in rows for k in ("loss", "test_loss") if k in r)
 
 
 def _color(params: dict[str, Any], label: str, palette: dict[str, str]) -> str:
@@ -130,6 +134,7 @@ def learning_curves(
                 ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
         ax.set_title(title)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=8)
@@ -200,24 +205,55 @@ def lr_sweep(records: Sequence[Record], out_dir: Path | str, stem: str = "lr_swe
     return save(fig, out_dir, stem)
 
 
+@dataclass(frozen=True)
+class EpochTimes:
+    """One group's training-epoch durations, in seconds: ``later`` is the (mean, 95% half-width)
+    over every epoch after the first of every run (None when no run got past its first), and
+    ``first`` the mean first epoch, kept apart: it includes loading the compiled kernels (and,
+    on a fresh machine, compiling them)."""
+
+    later: tuple[float, float] | None
+    first: float
+
+
+def epoch_time_stats(rows: Sequence[dict[str, Any]]) -> EpochTimes:
+    """:class:`EpochTimes` of a group's rows (the epoch-time figure and the report's table)."""
+    first = [r["epoch_duration"] for r in rows if int(r["epoch"]) == 1]
+    later = [r["epoch_duration"] for r in rows if int(r["epoch"]) > 1]
+    return EpochTimes(mean_ci95(later) if later else None, mean_ci95(first)[0])
+
+
 def epoch_times(
     records: Sequence[Record], out_dir: Path | str, stem: str = "epoch_time"
 ) -> Path | None:
-    """Mean training-epoch duration per network, with its 95% CI over all epochs and seeds."""
+    """Mean training-epoch duration per network after the first epoch (see
+    :class:`EpochTimes`), with its 95% CI over those epochs and seeds; the error bars stop at
+    zero. Runs of one epoch are drawn with their first epoch, and the title says so."""
     groups = _groups(records)
     if not groups:
         return None
+    stats = {
+        label: epoch_time_stats([r for rows in g["runs"].values() for r in rows])
+        for label, g in groups.items()
+    }
+    after_first = any(t.later is not None for t in stats.values())
     fig = Figure(figsize=(max(4.0, 1.4 * len(groups) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     palette: dict[str, str] = {}
-    labels = list(groups)
-    for i, label in enumerate(labels):
-        g = groups[label]
-        vals = [r.get("epoch_duration") for rows in g["runs"].values() for r in rows]
-        m, h = _nan0(mean_ci95([v for v in vals if v is not None]))
-        ax.bar(i, m, yerr=h, capsize=4, color=_color(g["params"], label, palette))
+    for i, (label, times) in enumerate(stats.items()):
+        later = times.later if after_first else (times.first, math.nan)
+        if later is None:  # this group has only first epochs: no bar to compare
+            continue
+        m, h = _nan0(later)
+        ax.bar(
+            i,
+            m,
+            yerr=[[min(h, m)], [h]],  # a duration is never negative: the bar stops at zero
+            capsize=4,
+            color=_color(groups[label]["params"], label, palette),
+        )
         ax.annotate(
-            f"{m:.2f} s",
+            f"{m:.3g} s",
             (i, m),
             ha="center",
             va="bottom",
@@ -225,9 +261,11 @@ def epoch_times(
             xytext=(0, 3),
             textcoords="offset points",
         )
-    ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
+    ax.set_xticks(range(len(stats)), list(stats), rotation=15, fontsize=8)
     ax.set_ylabel("seconds per training epoch")
-    ax.set_title("epoch time per network (mean, 95% CI)")
+    ax.set_ylim(bottom=0)
+    which = "epochs after the first" if after_first else "first epoch only (includes loading)"
+    ax.set_title(f"epoch time per network, {which} (mean, 95% CI)")
     ax.grid(alpha=0.3, axis="y")
     return save(fig, out_dir, stem)
 
@@ -301,23 +339,16 @@ def shift_figure(runs: ProbeRuns, out_dir: Path | str, stem: str = "shift") -> P
         if s.get("mean"):
             drift = s.get("drift")
             tag = f"{label} (drift {drift:.3f})" if drift is not None else label
-            for u in range(min(3, len(s["mean"][0]))):
-                ax_m.plot(
-                    s["steps"],
-                    [m[u] for m in s["mean"]],
-                    color=color,
-                    lw=0.8,
-                    alpha=1 - 0.25 * u,
-                    label=tag if u == 0 else None,
-                )
-                ax_v.plot(
-                    s["steps"],
-                    [v[u] for v in s["var"]],
-                    color=color,
-                    lw=0.8,
-                    alpha=1 - 0.25 * u,
-                    label=label if u == 0 else None,
-                )
+            for ax, key, name in ((ax_m, "mean", tag), (ax_v, "var", label)):
+                for u in range(min(3, len(s[key][0]))):
+                    ax.plot(
+                        s["steps"],
+                        [step[u] for step in s[key]],
+                        color=color,
+                        lw=0.8,
+                        alpha=1 - 0.25 * u,
+                        label=name if u == 0 else None,
+                    )
         ics = res.get("ics") or []
         if ics:
             steps = [d["step"] for d in ics]

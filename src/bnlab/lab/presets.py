@@ -22,6 +22,17 @@ class Preset:
     notes: list[str] = field(default_factory=list)  # for the record when epochs differ
 
 
+def _params(
+    network: str, dataset: str, lr: float, batch_size: int, epochs: int, **more: Any
+) -> dict[str, list[Any]]:
+    """A preset's run parameters as one-value grid lists: its network, data and training, and
+    ``more`` where the tutorial differs from the common choice (no input normalization, Adam,
+    seed 0) or adds a parameter (sgd_momentum)."""
+    common = {"normalization": "none", "optimizer": "adam", "seed": 0}
+    given = dict(network=network, dataset=dataset, lr=lr, batch_size=batch_size, epochs=epochs)
+    return {key: [value] for key, value in {**given, **common, **more}.items()}
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -32,16 +43,15 @@ PRESETS: dict[str, Preset] = {
                 "deeplizard's network1/network2 on Fashion-MNIST: Adam lr 0.01, batch 1000, "
                 "'normal' training set (its own mean/std)"
             ),
-            params={
-                "network": ["lizard-cnn"],
-                "dataset": ["fashion-mnist"],
-                "normalization": ["normal"],
-                "optimizer": ["adam"],
-                "lr": [0.01],
-                "batch_size": [1000],
-                "epochs": [5],
-                "seed": [50],
-            },
+            params=_params(
+                "lizard-cnn",
+                "fashion-mnist",
+                lr=0.01,
+                batch_size=1000,
+                epochs=5,
+                normalization="normal",
+                seed=50,
+            ),
             tutorial_epochs=20,
             notes=["the tutorial trains 20 epochs (--epochs 20); the default is short"],
         ),
@@ -53,16 +63,7 @@ PRESETS: dict[str, Preset] = {
                 "bn_eps 1e-3); Adam lr 1e-3, batch 32, 5 epochs, cross-entropy on logits (the "
                 "tutorial's Softmax before CrossEntropyLoss is not copied)"
             ),
-            params={
-                "network": ["keras-mlp"],
-                "dataset": ["mnist"],
-                "normalization": ["none"],
-                "optimizer": ["adam"],
-                "lr": [0.001],
-                "batch_size": [32],
-                "epochs": [5],
-                "seed": [0],
-            },
+            params=_params("keras-mlp", "mnist", lr=0.001, batch_size=32, epochs=5),
             tutorial_epochs=5,
         ),
         Preset(
@@ -72,17 +73,16 @@ PRESETS: dict[str, Preset] = {
                 "784-512-256-10 MLP, BN after fc1 and fc2 before ReLU; SGD lr 0.01, "
                 "sgd_momentum 0.9, batch 64, 5 epochs, MNIST normalized with (0.1307, 0.3081)"
             ),
-            params={
-                "network": ["mlp"],
-                "dataset": ["mnist"],
-                "normalization": ["fixed"],
-                "optimizer": ["sgd"],
-                "lr": [0.01],
-                "sgd_momentum": [0.9],
-                "batch_size": [64],
-                "epochs": [5],
-                "seed": [0],
-            },
+            params=_params(
+                "mlp",
+                "mnist",
+                lr=0.01,
+                batch_size=64,
+                epochs=5,
+                normalization="fixed",
+                optimizer="sgd",
+                sgd_momentum=0.9,
+            ),
             tutorial_epochs=5,
         ),
         Preset(
@@ -92,16 +92,7 @@ PRESETS: dict[str, Preset] = {
                 "Auto MPG regression, in-50-25-1 MLP, BN before ReLU; MSE loss, MAE reported; "
                 "Adam lr 1e-3, batch 32, 200 epochs (the tutorial names no optimizer or schedule)"
             ),
-            params={
-                "network": ["mpg-mlp"],
-                "dataset": ["mpg"],
-                "normalization": ["none"],
-                "optimizer": ["adam"],
-                "lr": [0.001],
-                "batch_size": [32],
-                "epochs": [200],
-                "seed": [0],
-            },
+            params=_params("mpg-mlp", "mpg", lr=0.001, batch_size=32, epochs=200),
             tutorial_epochs=200,
         ),
     )

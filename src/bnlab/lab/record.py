@@ -4,24 +4,37 @@ An *experiment* is one ``bnlab compare`` or ``bnlab run``: a grid of *runs* (one
 with one set of parameters and one seed). It owns one folder, ``runs/<name>/`` by default::
 
     runs/<name>/
-        record.json      everything, the file to read (layout below)
-        record.csv       one row per (run, epoch): the ``rows`` of record.json
+        record.json      the header: everything but the rows (layout below)
+        rows.jsonl       one JSON object per (run, epoch): the record's rows, numbers as
+                         numbers, NaN and infinities as null
+        record.csv       the same rows as CSV (columns below), for spreadsheets and pandas
         summary.csv      one row per (group, epoch): mean and 95% CI over seeds
         config.toml      the resolved config; ``bnlab run runs/<name>/config.toml`` repeats it
-        checkpoints/run-<k>.pt   {"epoch", "model", "optimizer"} state dicts after run k's
-                                 last finished epoch (for ``--resume``; kept when the run
-                                 completes, so the trained model can be reloaded)
+        checkpoints/run-<k>.pt   {"epoch", "model", "optimizer"} state dicts after an epoch of
+                                 run k: its last one, and one every few seconds of training
+                                 before it (for ``--resume``; kept when the run completes, so
+                                 the trained model can be reloaded)
         tensorboard/<run name>/  TensorBoard scalars, only with ``tensorboard = true``
         probes/run-<k>.json      probe results, only with ``--probe`` (bnlab.lab.probes)
         report.html              the HTML report (bnlab.lab.report), unless --no-report
 
-Every file is written atomically (to a temporary file in the same folder, then ``os.replace``)
-after every epoch, so Ctrl-C or a crash leaves a consistent record of every finished epoch.
+Writing an epoch costs the same however long the run: its row is appended to record.csv, then
+to rows.jsonl, the commit point (``bnlab.lab.files``: one write each, no file rewritten; the
+experiment writes a fast run's rows a second's worth at a time).
+:func:`load_record` reads every complete line of rows.jsonl, skipping an incomplete last one,
+and counts each run's finished epochs (``epochs_done``, ``status``) from them, so Ctrl-C, a
+crash or a kill at any moment leaves a consistent record of every finished epoch; the next
+save (``--resume``) rewrites rows.jsonl and record.csv from what was read (record.csv may
+then lack the last row, or have one more). record.json, whose size does not grow with the
+epochs, is replaced atomically when the experiment starts and stops, when a run finishes and
+at each checkpoint (``bnlab.lab.experiment``). summary.csv, derived from the rows and growing
+with them, is written when a run finishes and when the experiment stops;
+:attr:`Record.summary` computes it from the rows whenever it is read.
 
-record.json (``"format": "bnlab-record"``, ``"version": 2``)::
+record.json (``"format": "bnlab-record"``, ``"version": 3``)::
 
     {
-      "format": "bnlab-record", "version": 2,
+      "format": "bnlab-record", "version": 3,
       "name": "lizard-cnn",                  experiment name (the folder's name by default)
       "status": "running" | "complete" | "interrupted" | "failed",
       "task": "classification" | "regression",
@@ -32,10 +45,12 @@ record.json (``"format": "bnlab-record"``, ``"version": 2``)::
       "config": {...},                       resolved Config (see bnlab.lab.config.Config)
       "grid": {"bn": [false, true], "seed": [0, 1, 2], ...},   the expanded parameter lists
       "runs": [{"run": 1, "name": "no_bn,seed=0", "group": "no_bn",
-                "params": {...}, "status": "pending" | "partial" | "complete",
-                "epochs_done": 3, "parameters": 44426}, ...],
-      "rows": [{column: value, ...}, ...],   as record.csv, numbers as numbers, NaN as null
-      "summary": [{...}, ...],               as summary.csv
+                "params": {...}, "status": "pending" | "partial" | "complete" | "failed",
+                "epochs_done": 3, "parameters": 44426, "threads": 1}, ...],   status and
+                                             epochs_done as of this file (load_record counts
+                                             them anew, keeping "failed": a run that failed on
+                                             every try of a worker, with its "error");
+                                             threads: bnlab.lab.threads
       "notes": ["MNIST not found ...; ran on Fashion-MNIST", ...],
       "environment": {"python", "platform", "machine", "processor", "cpu_count",
                       "torch_threads", "torch_interop_threads",
@@ -44,7 +59,7 @@ record.json (``"format": "bnlab-record"``, ``"version": 2``)::
     }
 
 record.csv columns, in this order (tutorial 001's RunManager columns, then the test metrics,
-then throughput, then the run's parameters)::
+then throughput, then the run's parameters); a row of rows.jsonl has the same keys::
 
     run             1-based run index (grid order)
     name            run name: the varying parameters, e.g. "bn,seed=1"
@@ -60,9 +75,9 @@ then throughput, then the run's parameters)::
     run_duration    seconds since the run started (training + evaluation, cumulative)
     samples_per_s   training samples / epoch_duration
     <params...>     the run's parameters, in ``param_keys`` order: the fields of
-                    ``bnlab.lab.grid.RunParams`` (network, bn, bn_impl, bn_momentum, bn_eps,
-                    dataset, normalization, optimizer, lr, sgd_momentum, batch_size, epochs,
-                    seed)
+                    ``bnlab.lab.grid.RunParams`` (network, bn, norm, placement, bn_impl,
+                    bn_momentum, bn_eps, dropout, init_scale, dataset, normalization,
+                    input_scaling, optimizer, lr, sgd_momentum, batch_size, epochs, seed)
 
 summary.csv columns::
 
@@ -73,10 +88,12 @@ summary.csv columns::
 
 Read a record with :func:`load_record` (works on partial records of interrupted runs).
 
-Version 1 records (before the run parameter ``momentum``, SGD's, was renamed ``sgd_momentum``,
-and before ``bn_momentum`` and ``bn_eps`` existed) are read with the column renamed (in
-param_keys, the grid, the config's grid, each run's params, the rows and the summary); they
-have no bn_momentum or bn_eps columns. A later save (``--resume``) writes them as version 2.
+Older records load too. Versions 1 and 2 kept the rows (and the summary, which is recomputed)
+inside record.json, rewritten whole after every epoch. Version 1 records (before the run
+parameter ``momentum``, SGD's, was renamed ``sgd_momentum``, and before ``bn_momentum`` and
+``bn_eps`` existed) are read with the column renamed (in param_keys, the grid, the config's
+grid, each run's params and the rows); they have no bn_momentum or bn_eps columns. A later
+save (``--resume``) writes either as version 3.
 """
 
 from __future__ import annotations
@@ -85,21 +102,23 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bnlab.lab.errors import UsageError
+from bnlab.lab.files import append_text, atomic_write_text
 from bnlab.lab.grid import RENAMED_PARAMS, RunParams
+from bnlab.lab.stats import mean_ci95
 
 FORMAT = "bnlab-record"
-VERSION = 2
-#: the versions load_record reads: version 1 has the old parameter names (RENAMED_PARAMS)
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+#: the versions load_record reads: 1 and 2 keep the rows inside record.json, and version 1 has
+#: the old parameter names (RENAMED_PARAMS)
+READABLE_VERSIONS = (1, 2, 3)
 
 RECORD_JSON = "record.json"
+ROWS_JSONL = "rows.jsonl"
 RECORD_CSV = "record.csv"
 SUMMARY_CSV = "summary.csv"
 CONFIG_TOML = "config.toml"
@@ -129,31 +148,6 @@ def columns(metric: str, param_keys: list[str] | tuple[str, ...] = PARAM_KEYS) -
     return ["run", "name", "group", "epoch", *metric_columns(metric), *param_keys]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The data goes to a temporary file in the same folder (same file system), is flushed and
-    fsynced, then renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows).
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Bytes version of :func:`atomic_write_text`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(value: Any) -> Any:
     """NaN/Inf become null (JSON has no NaN); tuples become lists."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -165,10 +159,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _csv_text(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def _jsonl_text(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(_jsonable(row), allow_nan=False) + "\n" for row in rows)
+
+
+def _csv_text(rows: list[dict[str, Any]], cols: list[str], header: bool = True) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         out = {}
         for col in cols:
@@ -183,9 +182,34 @@ def _csv_text(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return buffer.getvalue()
 
 
+def summarize(record: Record) -> list[dict[str, Any]]:
+    """Mean and 95% CI over seeds, per group and epoch (the summary.csv rows)."""
+    metric = record.metric
+    bases = ["loss", metric, "test_loss", f"test_{metric}", "epoch_duration", "samples_per_s"]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in record.rows:
+        groups.setdefault((row["group"], row["epoch"]), []).append(row)
+    out = []
+    for (group, epoch), rows in groups.items():
+        entry: dict[str, Any] = {"group": group, "epoch": epoch, "n": len(rows)}
+        for base in bases:
+            mean, ci = mean_ci95([r[base] for r in rows])
+            entry[f"{base}_mean"], entry[f"{base}_ci95"] = mean, ci
+        for key in record.param_keys:
+            if key != "seed":
+                entry[key] = rows[0].get(key)
+        out.append(entry)
+    order = {g: i for i, g in enumerate(dict.fromkeys(r["group"] for r in record.rows))}
+    return sorted(out, key=lambda e: (order[e["group"]], e["epoch"]))
+
+
 @dataclass
 class Record:
-    """An experiment's record in memory; :meth:`save` writes record.json/csv and summary.csv."""
+    """An experiment's record in memory; :meth:`save` writes it into its folder.
+
+    ``rows`` only grows while an experiment runs (:meth:`save` appends the rows it has not
+    written yet); remove rows with :meth:`discard_run`, which makes the next save rewrite them.
+    """
 
     name: str
     metric: str
@@ -195,12 +219,14 @@ class Record:
     grid: dict[str, list[Any]]
     runs: list[dict[str, Any]]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    summary: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     status: str = "running"
     created: str = ""
     updated: str = ""
+    # (folder, number of rows): the rows on disk there, as this record wrote them; None when
+    # unknown (never saved, loaded, rows discarded, or a save that did not finish)
+    _saved: tuple[Path, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def higher_is_better(self) -> bool:
@@ -209,6 +235,11 @@ class Record:
     @property
     def columns(self) -> list[str]:
         return columns(self.metric, self.param_keys)
+
+    @property
+    def summary(self) -> list[dict[str, Any]]:
+        """The summary.csv rows, computed from the rows (:func:`summarize`)."""
+        return summarize(self)
 
     def summary_columns(self) -> list[str]:
         cols = ["group", "epoch", "n"]
@@ -223,7 +254,23 @@ class Record:
             cols += [f"{base}_mean", f"{base}_ci95"]
         return cols + [k for k in self.param_keys if k != "seed"]
 
+    def sort_rows(self) -> None:
+        """Put the rows in (run, epoch) order, as training in turn writes them (runs trained
+        in parallel finish in any order); the next save rewrites the rows files if it moved
+        any."""
+        ordered = sorted(self.rows, key=lambda r: (r["run"], r["epoch"]))
+        if ordered != self.rows:
+            self.rows[:] = ordered
+            self._saved = None
+
+    def discard_run(self, run: int, after: int = 0) -> None:
+        """Remove run ``run``'s rows of the epochs after ``after`` (they are trained again);
+        the next save rewrites the rows files."""
+        self.rows[:] = [r for r in self.rows if r["run"] != run or r["epoch"] <= after]
+        self._saved = None
+
     def to_json(self) -> dict[str, Any]:
+        """record.json's content: the header (the rows are in rows.jsonl)."""
         return _jsonable(
             {
                 "format": FORMAT,
@@ -238,8 +285,6 @@ class Record:
                 "config": self.config,
                 "grid": self.grid,
                 "runs": self.runs,
-                "rows": self.rows,
-                "summary": self.summary,
                 "notes": self.notes,
                 "environment": self.environment,
                 "created": self.created,
@@ -247,19 +292,41 @@ class Record:
             }
         )
 
-    def save(self, folder: Path) -> None:
-        """Write record.json, record.csv and summary.csv atomically into ``folder``."""
+    def save(
+        self, folder: Path | str, *, header: bool = True, summary: bool = True,
+        durable: bool = True,
+    ) -> None:  # fmt: skip
+        """Write the record into ``folder`` (see the module docstring for what goes where).
+
+        Rows this record wrote to ``folder`` before are not written again: the new ones are
+        appended, so an epoch's save costs the same however long the run. ``header=False``
+        leaves record.json alone and ``summary=False`` summary.csv (the experiment writes them
+        when a run finishes); ``durable=False`` skips the fsyncs (``bnlab.lab.files``).
+        """
         folder = Path(folder)
-        atomic_write_text(folder / RECORD_CSV, _csv_text(self.rows, self.columns))
-        atomic_write_text(folder / SUMMARY_CSV, _csv_text(self.summary, self.summary_columns()))
-        text = json.dumps(self.to_json(), indent=1, allow_nan=False)
-        atomic_write_text(folder / RECORD_JSON, text + "\n")
+        saved, self._saved = self._saved, None  # unknown until this save finishes
+        if saved is not None and saved[0] == folder and saved[1] <= len(self.rows):
+            new = self.rows[saved[1] :]
+            if new:
+                csv_rows = _csv_text(new, self.columns, header=False)
+                append_text(folder / RECORD_CSV, csv_rows, durable)
+                append_text(folder / ROWS_JSONL, _jsonl_text(new), durable)
+        else:
+            atomic_write_text(folder / RECORD_CSV, _csv_text(self.rows, self.columns), durable)
+            atomic_write_text(folder / ROWS_JSONL, _jsonl_text(self.rows), durable)
+        self._saved = (folder, len(self.rows))
+        if summary:
+            summary_text = _csv_text(self.summary, self.summary_columns())
+            atomic_write_text(folder / SUMMARY_CSV, summary_text, durable)
+        if header:
+            text = json.dumps(self.to_json(), indent=1, allow_nan=False)
+            atomic_write_text(folder / RECORD_JSON, text + "\n", durable)
 
 
 #: the keys of record.json that load_record needs (the others have defaults)
-_REQUIRED = (
-    "name", "status", "task", "metric", "param_keys", "config", "grid", "runs", "rows", "summary"
-)  # fmt: skip
+_REQUIRED = ("name", "status", "task", "metric", "param_keys", "config", "grid", "runs")
+#: and the ones versions 1 and 2 need too
+_REQUIRED_BEFORE_3 = ("rows", "summary")
 
 
 def _renamed(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -276,16 +343,56 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
         data["config"] = {**data["config"], "grid": _renamed(data["config"]["grid"])}
     data["runs"] = [{**run, "params": _renamed(run.get("params", {}))} for run in data["runs"]]
     data["rows"] = [_renamed(row) for row in data["rows"]]
-    data["summary"] = [_renamed(row) for row in data["summary"]]
-    data["version"] = VERSION
     return data
 
 
-def load_record(folder: Path | str) -> Record:
-    """Read ``folder/record.json`` back; a clear error if it is missing or not a bnlab record.
+def _read_rows(path: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every complete row of rows.jsonl; an incomplete last line (a write cut short) is
+    skipped, a bad line elsewhere is an error. ``runs``' epochs_done and status are set from
+    the rows (the module docstring)."""
+    rows = []
+    if not path.exists() and any(run.get("epochs_done") for run in runs):
+        raise UsageError(
+            f"{path} is missing: {path.parent / RECORD_JSON} counts finished epochs, whose rows "
+            "it holds"
+        )
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path} is not UTF-8 text: {exc}") from None
+        lines = text.split("\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if number == len(lines):  # no newline after it: an append that did not finish
+                    break
+                raise UsageError(f"{path}, line {number}: not a JSON row ({exc})") from None
+            if not isinstance(row, dict) or not {"run", "epoch"} <= row.keys():
+                raise UsageError(f"{path}, line {number}: expected a row with run and epoch")
+            rows.append(row)
+    done = {int(run["run"]): 0 for run in runs}
+    for row in rows:
+        done[row["run"]] = max(done.get(row["run"], 0), row["epoch"])
+    for run in runs:
+        epochs_done = done[int(run["run"])]
+        epochs = run.get("params", {}).get("epochs")
+        run["epochs_done"] = epochs_done
+        run["status"] = (
+            "complete" if epochs_done == epochs
+            else "failed" if run.get("status") == "failed"  # its error says why
+            else "partial" if epochs_done else "pending"
+        )  # fmt: skip
+    return rows
 
-    A version 1 record is read with its renamed columns' new names (see the module docstring).
-    """
+
+def load_record(folder: Path | str) -> Record:
+    """Read a record back from ``folder`` (or its record.json); a clear error if it is missing
+    or not a bnlab record. Records of every version in READABLE_VERSIONS are read (see the
+    module docstring)."""
     folder = Path(folder)
     path = folder / RECORD_JSON if folder.is_dir() else folder
     if not path.exists():
@@ -299,20 +406,21 @@ def load_record(folder: Path | str) -> Record:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"{path} is not a bnlab run record (format != {FORMAT!r})")
-    if data.get("version") not in READABLE_VERSIONS:
+    version = data.get("version")
+    if version not in READABLE_VERSIONS:
         raise UsageError(
-            f"{path}: record version {data.get('version')!r}, expected one of "
+            f"{path}: record version {version!r}, expected one of "
             f"{', '.join(map(str, READABLE_VERSIONS))} (written by a newer bnlab?)"
         )
-    missing = [key for key in _REQUIRED if key not in data]
+    required = _REQUIRED if version == VERSION else _REQUIRED + _REQUIRED_BEFORE_3
+    missing = [key for key in required if key not in data]
     if missing:
         raise UsageError(f"{path} is an incomplete bnlab run record: no {', '.join(missing)}")
-    if data["version"] == 1:
+    if version == 1:
         data = _upgrade_v1(data)
-
-    def _nan(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: (math.nan if v is None else v) for k, v in row.items()} for row in rows]
-
+    rows = (
+        data["rows"] if version != VERSION else _read_rows(path.parent / ROWS_JSONL, data["runs"])
+    )
     return Record(
         name=data["name"],
         metric=data["metric"],
@@ -321,8 +429,7 @@ def load_record(folder: Path | str) -> Record:
         config=data["config"],
         grid=data["grid"],
         runs=data["runs"],
-        rows=_nan(data["rows"]),
-        summary=_nan(data["summary"]),
+        rows=[{k: (math.nan if v is None else v) for k, v in row.items()} for row in rows],
         notes=list(data.get("notes", [])),
         environment=data.get("environment", {}),
         status=data["status"],

@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.lab import plots
+from bnlab.lab.files import atomic_write_text
+from bnlab.lab.numbers import number, plus_minus
 from bnlab.lab.probes.for_run import probe_path
 from bnlab.lab.record import RECORD_JSON, Record, load_record
+from bnlab.lab.stats import mean_ci95
+from bnlab.lab.verdict import run_diverged, sentences
 
 REPORT_HTML = "report.html"
 
@@ -80,33 +84,10 @@ def load_probes(run_dir: Path | str, rec: Record) -> list[tuple[str, bool | None
     return out
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.{digits}f}"
-    return str(v)
-
-
-def _pm(mean: float, half: float) -> str:
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(half):  # one seed: no interval
-        return _fmt(mean)
-    # the half-width at the mean's precision: rounding noise (1e-16) reads as 0.0000
-    return f"{_fmt(mean)} ± {half:.4f}" if 1e-3 <= abs(mean) < 1e4 else f"{_fmt(mean)} ± {half:.3g}"
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{escape(number(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     attr = f' class="{escape(cls)}"' if cls else ""
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -129,10 +110,11 @@ def _by_run(rec: Record) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
-def _final_table(rec: Record) -> tuple[str, str]:
-    """The per-network table at the last epoch every seed reached, and a one-line verdict."""
+def _final_table(rec: Record) -> str:
+    """The per-network table at each network's last epoch (mean and 95% CI over the seeds
+    that reached it), with the epoch time of the epoch-time figure."""
     m = rec.metric
-    cols = ["loss", m, "test_loss", f"test_{m}", "epoch_duration"]
+    cols = ["loss", m, "test_loss", f"test_{m}"]
     groups: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
     for rows in _by_run(rec).values():
         groups[str(rows[0]["group"])].append(rows)
@@ -141,24 +123,19 @@ def _final_table(rec: Record) -> tuple[str, str]:
         # the last epoch any seed reached, averaged over the seeds that reached it
         epoch = max(int(r["epoch"]) for rows in runs for r in rows)
         last = [r for rows in runs for r in rows if int(r["epoch"]) == epoch]
-        stats = [plots.mean_ci95([float(r.get(c, math.nan)) for r in last]) for c in cols]
-        diverged = sum(plots.run_diverged(rows) for rows in runs)
+        stats = [mean_ci95([float(r.get(c, math.nan)) for r in last]) for c in cols]
+        times = plots.epoch_time_stats([r for rows in runs for r in rows])
         table_rows.append(
-            [group, f"{len(last)} of {len(runs)}", epoch, *(_pm(a, b) for a, b in stats), diverged]
-        )
-    # the verdict compares the networks at the last epoch every one of them reached
-    common = min(max(int(r["epoch"]) for rows in runs for r in rows) for runs in groups.values())
-    finals = {
-        g: plots.mean_ci95(
             [
-                float(r.get(f"test_{m}", math.nan))
-                for rows in runs
-                for r in rows
-                if int(r["epoch"]) == common
+                group,
+                f"{len(last)} of {len(runs)}",
+                epoch,
+                *(plus_minus(a, b) for a, b in stats),
+                plus_minus(*times.later) if times.later else "-",
+                number(times.first),
+                sum(run_diverged(rows) for rows in runs),
             ]
-        )[0]
-        for g, runs in groups.items()
-    }
+        )
     header = [
         "network",
         "seeds",
@@ -167,23 +144,16 @@ def _final_table(rec: Record) -> tuple[str, str]:
         f"train {m}",
         "test loss",
         f"test {m}",
-        "epoch time (s)",
+        "epoch time (s), epochs 2+",
+        "epoch 1 time (s)",
         "diverged runs",
     ]
-    verdict = ""
-    scored = {g: v for g, v in finals.items() if not math.isnan(v)}
-    if len(scored) >= 2:
-        best = (max if rec.higher_is_better else min)(scored, key=lambda g: scored[g])
-        others = [g for g in scored if g != best]
-        runner = (max if rec.higher_is_better else min)(others, key=lambda g: scored[g])
-        gap = abs(scored[best] - scored[runner])
-        verdict = (
-            f"<p class='verdict'>On the test set, <b>{escape(best)}</b> wins on {escape(m)}: "
-            f"{escape(_fmt(scored[best]))} vs {escape(_fmt(scored[runner]))} for "
-            f"{escape(runner)} (difference {escape(_fmt(gap))}, means over seeds at epoch "
-            f"{common}).</p>"
-        )
-    return _table(header, table_rows, "final"), verdict
+    return _table(header, table_rows, "final")
+
+
+def _verdict(rec: Record) -> str:
+    """The verdict's sentences (``bnlab.lab.verdict``), the terminal's words."""
+    return "".join(f"<p class='verdict'>{escape(line)}</p>" for line in sentences(rec))
 
 
 def _runs_table(rec: Record) -> str:
@@ -195,7 +165,7 @@ def _runs_table(rec: Record) -> str:
         rr = by_run.get(name, [])
         last = max(rr, key=lambda r: r["epoch"]) if rr else {}
         status = run.get("status", "?")
-        if rr and plots.run_diverged(rr):
+        if rr and run_diverged(rr):
             status = f"{status}, diverged"
         rows.append(
             [
@@ -233,9 +203,9 @@ def _probe_table(probes: list[tuple[str, bool | None, dict[str, Any]]]) -> str:
             [
                 name,
                 shift.get("drift"),
-                plots.mean_ci95([d["l2"] for d in ics])[0] if ics else None,
-                plots.mean_ci95([d.get("rel_l2") for d in ics])[0] if ics else None,
-                plots.mean_ci95([d["cosine"] for d in ics])[0] if ics else None,
+                mean_ci95([d["l2"] for d in ics])[0] if ics else None,
+                mean_ci95([d.get("rel_l2") for d in ics])[0] if ics else None,
+                mean_ci95([d["cosine"] for d in ics])[0] if ics else None,
                 last.get("loss_range"),
                 last.get("max_grad_change"),
                 last.get("max_beta"),
@@ -332,8 +302,7 @@ def build_report(
             if not rec.rows:
                 parts.append("<p>No finished epoch recorded yet.</p>")
             else:
-                table, verdict = _final_table(rec)
-                parts += [verdict, "<h3>Final epoch per network</h3>", table]
+                parts += [_verdict(rec), "<h3>Final epoch per network</h3>", _final_table(rec)]
                 parts.append(
                     _img(
                         plots.learning_curves([rec], figs, f"{stem}-curves"),
@@ -393,8 +362,5 @@ def build_report(
         + "\n".join(p for p in parts if p)
         + "</body></html>\n"
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    from bnlab.lab.record import atomic_write_text
-
     atomic_write_text(out_path, html)
     return out_path

@@ -7,13 +7,16 @@ deviation ``s`` (ddof=1). With n < 2 there is no interval (NaN). t quantiles com
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+@functools.lru_cache(maxsize=1024)
 def t_quantile(df: float, q: float = 0.975) -> float:
-    """Student's t quantile; ``df`` may be fractional (Welch-Satterthwaite)."""
+    """Student's t quantile; ``df`` may be fractional (Welch-Satterthwaite). Cached: a summary
+    asks for the same few degrees of freedom at every epoch of every group."""
     from scipy.stats import t
 
     return float(t.ppf(q, df))

@@ -5,7 +5,7 @@ distributed run (``bnlab.lab.distributed_run``): what differs is given by a :cla
 which part of each batch (and of the test set) this process takes and how the processes' sums
 and durations meet. A process alone (:data:`ALONE`) takes everything and meets no one.
 
-It fixes the faults of tutorial 001's training framework (see ../shared/REFERENCES.md):
+It fixes the faults of tutorial 001's training framework (its RunManager class):
 
 - no per-batch host sync: loss and correct counts are summed on tensors and read once per
   epoch (``.item()`` per batch waits for every step to finish); the progress bar reads the
@@ -60,10 +60,11 @@ def loss_fn(task: str) -> Callable[..., torch.Tensor]:
 
 
 def metric_sum(output: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
-    """Sum over the batch of the headline metric: correct predictions, or absolute errors."""
+    """Sum over the batch of the headline metric: correct predictions, or absolute errors
+    (summed in float64)."""
     if task == "classification":
         return (output.argmax(dim=1) == target).sum()
-    return (output - target).abs().sum()
+    return (output - target).abs().sum(dtype=torch.float64)
 
 
 class Ranks(Protocol):
@@ -122,11 +123,15 @@ def _train_sums(
     of the gradients is the gradient of the whole batch's mean loss, whatever the shard sizes
     (an empty shard contributes zero). The sums weight each batch by its real size (the last
     one may be smaller); they stay on tensors (float64), read by the caller once per epoch.
+    They are computed once, after the pass, from each batch's output (detached, as the model
+    gave it at that step) and targets, in float64: the sum of the batch losses weighted by the
+    batch sizes is the loss summed over the samples. A few tensor operations per batch would
+    cost a small network a tenth of its step.
     """
     model.train()
     criterion = loss_fn(dataset.task)
-    loss_total = torch.zeros((), dtype=torch.float64)
-    metric_total = torch.zeros((), dtype=torch.float64)
+    outputs: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
     world_size = ranks.world_size
     for step, (x, y) in enumerate(
         shuffled_batches(dataset.x_train, dataset.y_train, batch_size, generator), start=1
@@ -141,12 +146,16 @@ def _train_sums(
         optimizer.zero_grad(set_to_none=True)
         weighted.backward()
         optimizer.step()
-        with torch.no_grad():
-            loss_total += loss.detach() * len(ys)  # weight by the real (shard) size
-            metric_total += metric_sum(output.detach(), ys, dataset.task)
+        outputs.append(output.detach())
+        targets.append(ys)
         if on_batch is not None:
             on_batch(step, loss)
-    return loss_total, metric_total
+    if not outputs:
+        return torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    output, target = torch.cat(outputs).double(), torch.cat(targets)
+    target = target.double() if target.is_floating_point() else target
+    loss_total = criterion(output, target, reduction="sum")
+    return loss_total, metric_sum(output, target, dataset.task).double()
 
 
 @torch.no_grad()
@@ -232,13 +241,14 @@ def run_epoch(
     seconds = torch.tensor([train_seconds, eval_seconds], dtype=torch.float64)
     ranks.combine(sums, seconds)
     loss, metric, test_loss, test_metric = sums.tolist()  # the one sync
+    train_seconds, eval_seconds = seconds.tolist()
     n_train, n_test = len(dataset.x_train), max(len(dataset.x_test), 1)
     return EpochResult(
         loss=loss / n_train,
         metric=metric / n_train,
         test_loss=test_loss / n_test,
         test_metric=test_metric / n_test,
-        epoch_duration=float(seconds[0]),
-        eval_duration=float(seconds[1]),
+        epoch_duration=train_seconds,
+        eval_duration=eval_seconds,
         samples=n_train,
     )

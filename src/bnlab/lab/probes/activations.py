@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from bnlab.lab.probes._hook import InputHook
-from bnlab.lab.probes._layers import find_layer
 
 QUANTILES = (0.15, 0.50, 0.85)
 
@@ -67,30 +66,16 @@ class ActivationProbe(InputHook):
         every: int = 1,
         bins: int = 60,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+        super().__init__(model, layer, every)
         self.model = model
-        self.layer_name, self.module = find_layer(model, layer)
-        self.layer_spec = layer
         self.units = [int(u) for u in units]
-        self.every = every
         self.bins = bins
-        self._seen = 0
-        self._steps: list[int] = []
         self._quantiles: list[torch.Tensor] = []
         self._first: torch.Tensor | None = None
         self._last: torch.Tensor | None = None
-        self._handle: Any = None
         self._q = torch.tensor(QUANTILES)
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not module.training:
-            return
-        step = self._seen
-        self._seen += 1
-        if step % self.every:
-            return
-        x = args[0]
+    def _record(self, step: int, x: torch.Tensor) -> None:
         rows = _per_unit(x)
         if max(self.units, default=-1) >= rows.shape[0]:
             raise ValueError(
@@ -99,7 +84,6 @@ class ActivationProbe(InputHook):
             )
         sel = rows[self.units].float()
         self._quantiles.append(torch.quantile(sel, self._q.to(sel.device), dim=1).T)
-        self._steps.append(step)
         if self._first is None:
             self._first = x.detach().clone()
         self._last = x.detach()

@@ -200,7 +200,7 @@ class RunProbes:
 
     def save(self, path: Path | str) -> None:
         """Write :meth:`result` as JSON, atomically."""
-        from bnlab.lab.record import atomic_write_text
+        from bnlab.lab.files import atomic_write_text
 
         text = json.dumps(self.result(), allow_nan=True)
         atomic_write_text(Path(path), text + "\n")

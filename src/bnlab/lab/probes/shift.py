@@ -41,31 +41,17 @@ class InputShiftProbe(InputHook):
     def __init__(
         self, model: nn.Module, layer: str = "Linear#1", every: int = 1, max_units: int = 16
     ) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.layer_name, self.module = find_layer(model, layer)
-        self.layer_spec = layer
-        self.every = every
+        super().__init__(model, layer, every)
         self.max_units = max_units
-        self._seen = 0
-        self._steps: list[int] = []
         self._means: list[torch.Tensor] = []
         self._vars: list[torch.Tensor] = []
-        self._handle: Any = None
 
-    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not module.training:
-            return
-        step = self._seen
-        self._seen += 1
-        if step % self.every:
-            return
-        x = args[0].detach()
+    def _record(self, step: int, x: torch.Tensor) -> None:
+        x = x.detach()
         rows = x.transpose(0, 1).reshape(x.shape[1], -1).float()
         var, mean = torch.var_mean(rows, dim=1, correction=0)
         self._means.append(mean)
         self._vars.append(var)
-        self._steps.append(step)
 
     def result(self) -> dict[str, Any]:
         """JSON-ready: steps, per-step means/variances of the first ``max_units`` units, drift."""
