@@ -64,11 +64,15 @@ def _sync_threads(numel: int) -> None:
     One thread below ``SERIAL_NUMEL``. Numba's setting is per calling thread; the last value
     set is remembered per thread, since asking Numba costs about a microsecond.
     """
-    n = torch.get_num_threads() if numel >= SERIAL_NUMEL else 1
-    n = max(1, min(n, _MAX_THREADS))
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(torch_threads if numel >= SERIAL_NUMEL else 1, _MAX_THREADS))
     if getattr(_numba_threads, "n", 0) != n:
         numba.set_num_threads(n)
         _numba_threads.n = n
+        if torch.get_num_threads() != torch_threads:
+            # Starting Numba's OpenMP pool sets the process-wide OpenMP thread count, which
+            # torch shares (one libgomp): give torch back the count its user chose.
+            torch.set_num_threads(torch_threads)
 
 
 def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
