@@ -92,7 +92,7 @@ def test_tables_fit_80_columns():
     assert max(len(line.rstrip()) for line in tables.splitlines()) <= 80
 
 
-def test_profile_counts_batch_norm_and_convolutions():
+def test_profile_counts_batch_norm_and_convolutions(capfd):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten())
     x, target = torch.randn(4, 3, 8, 8), torch.randn(4, 8 * 36)
@@ -102,6 +102,8 @@ def test_profile_counts_batch_norm_and_convolutions():
             assert 0 < p["bn_ms"] < p["step_ms"] and 0 < p["conv_ms"] < p["step_ms"]
     no_bn = models.profile_step(model[0], models.step_function(model[0], "eval", x, target))
     assert no_bn["bn_ms"] == 0 and no_bn["conv_ms"] > 0
+    native = capfd.readouterr()
+    assert "profiler_start" not in native.err + native.out, "the profiler's C++ lines leaked"
 
 
 def test_grid_configs():

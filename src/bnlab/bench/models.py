@@ -270,15 +270,33 @@ def _bn_scopes(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: torch's profiler (Kineto) prints a ``USDT ...
+    profiler_start`` / ``profiler_stop`` line from C++ at each start and stop, with no switch."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_step(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
     """Times (ms) inside one profiled ``step``: the whole step, batch norm, convolutions."""
-    cpu = [torch.profiler.ProfilerActivity.CPU]
-    with (
-        _bn_scopes(model),
-        torch.profiler.profile(activities=cpu) as prof,
-        torch.autograd.profiler.record_function(_STEP),
-    ):
-        step()
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    with _bn_scopes(model):
+        with _native_stderr_silenced():
+            prof.start()
+        try:
+            with torch.autograd.profiler.record_function(_STEP):
+                step()
+        finally:
+            with _native_stderr_silenced():
+                prof.stop()
     totals = {"step_ms": 0.0, "bn_ms": 0.0, "conv_ms": 0.0}
     for event in prof.events():
         name, ms = event.name, event.cpu_time_total / 1e3
