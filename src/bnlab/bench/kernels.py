@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import threading
@@ -52,10 +51,10 @@ import torch
 import torch.nn.functional as F
 
 import bnlab
+from bnlab.bench.command import main_of, save_and_show
 from bnlab.bench.timing import interleave, medians, timed
 from bnlab.functional import batch_norm, batch_norm_act
 from bnlab.kernels import output_cache
-from bnlab.lab.files import atomic_write_text
 
 __all__ = ["CASES", "Case", "add_arguments", "main", "run", "run_from_args"]
 
@@ -385,20 +384,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         ops=tuple(args.ops),
         measure_memory=not args.no_memory,
     )
-    path = Path(args.json or "bench.json")
-    atomic_write_text(path, json.dumps(result, indent=2))
-    print_table(result)
-    print(f"wrote {path}")
-    return 0
+    return save_and_show(result, Path(args.json or "bench.json"), print_table)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bnlab.bench.kernels`` (``bnlab bench`` and ``make bench`` run the same)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bnlab.bench.kernels", description=__doc__.split("\n")[0]
-    )
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return main_of("python -m bnlab.bench.kernels", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

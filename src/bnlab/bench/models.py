@@ -58,8 +58,8 @@ import torch
 from torch import nn
 
 import bnlab
+from bnlab.bench.command import main_of, save_and_show
 from bnlab.bench.timing import interleave, medians, ratio_of_medians, timed
-from bnlab.lab.files import atomic_write_text
 from bnlab.transforms import convert, fold_batchnorm
 from bnlab.transforms.layer_classes import role_of
 
@@ -672,20 +672,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         memory=not (args.no_memory or args.quick),
         log=lambda s: print(s, flush=True),
     )
-    path = Path(args.json or "bench_models.json")
-    atomic_write_text(path, json.dumps(result, indent=2))
-    print_tables(result)
-    print(f"wrote {path}")
-    return 0
+    return save_and_show(result, Path(args.json or "bench_models.json"), print_tables)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bnlab.bench.models`` (``bnlab bench --models`` runs the same)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bnlab.bench.models", description=__doc__.split("\n")[0]
-    )
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return main_of("python -m bnlab.bench.models", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":
