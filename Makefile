@@ -67,3 +67,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete

@@ -10,7 +10,7 @@ import bnlab
 from bnlab import kernels
 from bnlab.functional import batch_norm_act
 
-ACT = {"relu": torch.relu, "silu": F.silu, "identity": lambda t: t}
+ACT = {"relu": torch.relu, "silu": F.silu, "hardswish": F.hardswish, "identity": lambda t: t}
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 1e-5)}
 
 
@@ -23,7 +23,7 @@ def backend(request):
         kernels.set_backend(previous)
 
 
-@pytest.mark.parametrize("activation", ["relu", "silu", "identity"])
+@pytest.mark.parametrize("activation", ["relu", "silu", "hardswish", "identity"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("shape", "fmt"),
@@ -33,6 +33,8 @@ def backend(request):
         ((4, 3, 6, 5), torch.channels_last),
         ((4, 6, 6, 5), None),  # CPU family: one task per channel (cpu._by_channel)
         ((600, 4, 24, 24), None),  # channels above cpu_entries.CHANNEL_BYTES: split in tasks
+        ((16, 12, 4, 4), None),  # CPU family: the cols view (cpu.COLS_MAX_SPATIAL_TRAIN)
+        ((8, 5, 10, 10), None),  # the cols view in eval only (cpu.COLS_MAX_SPATIAL_NORMALIZE)
     ],
 )
 @pytest.mark.parametrize("training", [True, False])
@@ -73,6 +75,24 @@ def test_relu_output_is_nonnegative_and_forward_saves_only_x():
     assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
 
 
+@pytest.mark.parametrize(
+    ("act", "fused"),
+    [
+        (torch.nn.ReLU(inplace=True), True),
+        (torch.nn.SiLU(), True),
+        (torch.nn.Hardswish(inplace=True), True),
+        (torch.nn.GELU(), False),
+    ],
+)
+def test_layer_fuses_relu_silu_hardswish(act, fused):
+    """A fused layer's output comes from the one batch-norm node (which saves only x); an
+    unfused one's from the activation's own node after it."""
+    layer = bnlab.BatchNormAct2d(4, activation=act)
+    x = torch.randn(8, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    assert ("BatchNorm" in type(y.grad_fn).__name__) is fused, type(y.grad_fn).__name__
+
+
 def test_bad_activation_is_rejected():
     with pytest.raises(ValueError, match="activation must be one of"):
         batch_norm_act(torch.randn(4, 3), None, None, training=True, activation="gelu")
@@ -80,7 +100,7 @@ def test_bad_activation_is_rejected():
         bnlab.BatchNormAct2d(3, activation="tanh")
 
 
-@pytest.mark.parametrize("activation", ["relu", "silu"])
+@pytest.mark.parametrize("activation", ["relu", "silu", "hardswish"])
 def test_layer_equals_batchnorm_then_activation(activation, assert_close):
     layer = bnlab.BatchNormAct2d(6, activation=activation)
     ref = torch.nn.BatchNorm2d(6)

@@ -129,6 +129,9 @@ def test_affine_false(dtype, assert_close):
         ((100003, 3), None, "huge N in the rows layout, a last partial block"),
         ((5, 6, 7, 8), None, "one task per channel (cpu._by_channel)"),
         ((600, 4, 24, 24), None, "channels above CHANNEL_BYTES: several tasks per channel"),
+        ((600, 3, 4, 4), None, "cols view, several row blocks (N > CHUNK)"),
+        ((4, 300, 3, 3), None, "cols view, several column tasks (C * S > COL_WIDTH)"),
+        ((8, 5, 10, 10), None, "cols view in eval only (S = COLS_MAX_SPATIAL_NORMALIZE)"),
     ],
 )
 def test_stress_shapes(shape, fmt, why, assert_close):
@@ -179,10 +182,14 @@ def test_expanded_grad_output_is_read_correctly(assert_close):
     assert_close(x.grad, xr.grad, atol=1e-5, what="dx for dy = ones (expanded)")
 
 
-@pytest.mark.parametrize("fmt", [None, torch.channels_last])
-def test_large_offset_variance_float32(fmt, assert_close):
+@pytest.mark.parametrize(
+    ("shape", "fmt"),
+    [((8, 3, 64, 64), None), ((8, 3, 64, 64), torch.channels_last), ((512, 3, 4, 4), None)],
+)
+def test_large_offset_variance_float32(shape, fmt, assert_close):
     # 1e4 + N(0, 1): E[x^2] - E[x]^2 in float32 would lose every digit of the variance.
-    x = (torch.randn(8, 3, 64, 64, dtype=torch.float64) + 1e4).float()
+    # (512, 3, 4, 4): the cols view, with two row blocks.
+    x = (torch.randn(shape, dtype=torch.float64) + 1e4).float()
     if fmt is not None:
         x = x.contiguous(memory_format=fmt)
     mean, var = kernels.select(x).batch_stats(x)
@@ -276,7 +283,12 @@ def test_threads_follow_torch():
 
 @pytest.mark.parametrize(
     ("shape", "fmt"),
-    [((8, 6, 40, 40), None), ((600, 3, 24, 24), None), ((300, 5, 8, 8), torch.channels_last)],
+    [
+        ((8, 6, 40, 40), None),
+        ((600, 3, 24, 24), None),
+        ((300, 5, 8, 8), torch.channels_last),
+        ((16, 300, 4, 4), None),  # the cols view, in column tasks
+    ],
 )
 def test_results_do_not_depend_on_the_thread_count(shape, fmt):
     """The work split depends on the shape only: 1 and 2 threads give identical bits."""
@@ -395,9 +407,9 @@ def test_eval_forms_match_float64(offset, form, fmt, assert_close):
     ("entry", "args", "extra"),
     [
         ("train_forward_ncs", "TrainForwardArgs", ("by_channel",)),
-        ("train_forward_rows", "TrainForwardArgs", ()),
+        ("train_forward_rows", "TrainForwardArgs", ("cols",)),
         ("affine_forward_ncs", "AffineForwardArgs", ()),
-        ("affine_forward_rows", "AffineForwardArgs", ()),
+        ("affine_forward_rows", "AffineForwardArgs", ("cols",)),
         ("backward_ncs", "BackwardArgs", ("by_channel",)),
         ("backward_rows", "BackwardArgs", ()),
     ],

@@ -22,7 +22,7 @@ activation="identity") -> (dx, sum(dz * xhat), sum(dz))``
     invstd are constants; dx is None when ``need_input_grad`` is False.
 
 ``weight``/``bias`` may be None (affine=False). Statistics tensors are 1-D of length C.
-``activation`` is one of ``"identity"``, ``"relu"``, ``"silu"``.
+``activation`` is one of ``"identity"``, ``"relu"``, ``"silu"``, ``"hardswish"``.
 
 Families: ``portable`` (torch ops: any device and dtype) and ``cpu`` (Numba, compiled on first
 use: CPU float32/float64). ``select`` is the only place that chooses; ``cpu`` is imported on
@@ -105,13 +105,14 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
     machine: with an empty Numba cache they would otherwise all compile and write the same
     cache files at once, which Numba does not guard against (numba/numba#4807; seen here as a
     worker's C++ abort in a fresh clone). Covers every layout and work split the CPU family
-    distinguishes (rows, ncs in tasks, ncs one task per channel).
+    distinguishes (rows, cols, ncs in tasks, ncs one task per channel).
     """
     for dtype in dtypes:
         for shape, fmt in (
             ((4, 3), torch.contiguous_format),
-            ((4, 3, 5), torch.contiguous_format),
-            ((4, 4, 5), torch.contiguous_format),
+            ((4, 3, 5), torch.contiguous_format),  # the cols view
+            ((4, 3, 128), torch.contiguous_format),
+            ((4, 4, 128), torch.contiguous_format),
             ((4, 3, 2, 2), torch.channels_last),
         ):
             x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)

@@ -15,9 +15,13 @@ contiguous values of x's dtype, ``nbt`` one int64. ``proto`` is the number 1 in 
 gives the compiled code its element type (one specialization per dtype).
 
 Layouts: entries ending in ``_ncs`` view x as (N, C, S); those ending in ``_rows`` as (N * S, C),
-rows of C channels ((N, C) input and channels_last). One entry per op and layout, so that a
+rows of C channels ((N, C) input and channels_last), or with ``cols`` contiguous x as (N, C * S). One entry per op and layout, so that a
 first call compiles only its own layout's loops. The caller sets Numba's thread count (cached
 compiled code cannot).
+
+Numba's disk cache of an entry is keyed on this file only: after editing ``cpu_numba.py`` in a
+source checkout, delete the cached ``*.nbi``/``*.nbc`` files (``make clean``), or the entries
+keep the old loops.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ CHANNEL_BYTES = 1_280_000
 #: (``cpu_numba.CHUNK``): 16 KiB of float32, a second pass over it reads from L1/L2.
 NCS_BLOCK = 4096
 
+#: ``cols`` view (contiguous input whose S values per (sample, channel) are too few for a loop
+#: over them to vectorize, ``cpu.COLS_MAX_SPATIAL``): columns per task, 4 KiB of float32 per row.
+COL_WIDTH = 1024
+
 #: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
 #: (not the thread count) so that results do not depend on the number of threads.
 ROW_TASKS = 16
@@ -53,7 +61,8 @@ class TrainForwardArgs(NamedTuple):
     """The arguments of ``train_forward_ncs`` / ``train_forward_rows``, in their order.
 
     Addresses are ``tensor.data_ptr()`` integers, 0 for "absent"; per-channel vectors hold C
-    values of x's dtype. ``train_forward_ncs`` takes one more, ``by_channel``.
+    values of x's dtype. ``train_forward_ncs`` takes one more, ``by_channel``, and
+    ``train_forward_rows`` one more, ``cols``.
     """
 
     x: int
@@ -76,7 +85,8 @@ class TrainForwardArgs(NamedTuple):
 
 
 class AffineForwardArgs(NamedTuple):
-    """The arguments of ``affine_forward_ncs`` / ``affine_forward_rows``, in their order."""
+    """The arguments of ``affine_forward_ncs`` / ``affine_forward_rows``, in their order
+    (``affine_forward_rows`` takes one more, ``cols``)."""
 
     x: int
     y: int
@@ -156,9 +166,29 @@ def _cast(values, proto):  # type: ignore[no-untyped-def]
 
 @njit(cache=True)
 def _rows_per_block(c):  # type: ignore[no-untyped-def]
-    """Rows per block: about BLOCK values but at least 64 rows (each block ends with O(C)
-    merge work), and at most CHUNK rows (summed in x's dtype)."""
+    """Rows per block of ``c`` columns: about BLOCK values but at least 64 rows (each block
+    ends with O(c) merge work), and at most CHUNK rows (summed in x's dtype)."""
     return min(loops.CHUNK, max(64, BLOCK // c))
+
+
+@njit(cache=True)
+def _rows_view(n, c, spatial, cols):  # type: ignore[no-untyped-def]
+    """(R, K, G, cw) of the rows view: (N * S, C) rows of C channels (G = 1), or with ``cols``
+    (N, C * S), channel c owning columns [c * S, (c + 1) * S) (G = S); cw: columns per task."""
+    if cols:
+        return n, c * spatial, spatial, COL_WIDTH
+    return n * spatial, c, 1, c
+
+
+@njit(cache=True)
+def _expand(v, G):  # type: ignore[no-untyped-def]
+    """Per-channel constants as one value per column of the rows view (each repeated G times)."""
+    if G == 1:
+        return v
+    out = np.empty(v.size * G, v.dtype)
+    for c in range(v.size):
+        out[c * G : (c + 1) * G] = v[c]
+    return out
 
 
 @njit(cache=True)
@@ -287,12 +317,17 @@ def train_forward_ncs(  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def train_forward_rows(  # type: ignore[no-untyped-def]
     x, y, n, c, spatial, weight, bias, eps, act, mean_out, var_out, invstd_out,
-    running_mean, running_var, num_batches_tracked, momentum, proto,
+    running_mean, running_var, num_batches_tracked, momentum, proto, cols,
 ):  # fmt: skip
-    """``train_forward_ncs`` for the rows layout: (N * S, C), rows of C channels."""
-    x2 = carray(_pointer(x, proto), (n * spatial, c))
-    rb = _rows_per_block(c)
-    mean, var = loops.stats_rows(x2, rb, ROW_TASKS)
+    """``train_forward_ncs`` for the rows view (``_rows_view``): (N * S, C), rows of C
+    channels, or with ``cols`` contiguous (N, C * S)."""
+    R, K, G, cw = _rows_view(n, c, spatial, cols)
+    x2 = carray(_pointer(x, proto), (R, K))
+    rb = _rows_per_block(cw)
+    if cols:
+        mean, var = loops.stats_cols(x2, G, cw)
+    else:
+        mean, var = loops.stats_rows(x2, rb, ROW_TASKS)
     invstd, finite = _finish_stats(
         mean, var, eps, n * spatial, mean_out, var_out, invstd_out, running_mean, running_var,
         num_batches_tracked, momentum, proto,
@@ -302,8 +337,9 @@ def train_forward_rows(  # type: ignore[no-untyped-def]
             mean, invstd * _read(weight, c, 1.0, proto), _read(bias, c, 0.0, proto), proto
         )
         loops.normalize_rows(
-            x2, m, sc, sh, centered, act, proto, carray(_pointer(y, proto), (n * spatial, c)), rb
-        )
+            x2, _expand(m, G) if centered else sc, _expand(sc, G), _expand(sh, G), centered,
+            act, proto, carray(_pointer(y, proto), (R, K)), rb, cw,
+        )  # fmt: skip
     return finite
 
 
@@ -327,15 +363,17 @@ def affine_forward_ncs(  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def affine_forward_rows(  # type: ignore[no-untyped-def]
-    x, y, n, c, spatial, weight, bias, mean, spread, spread_is_var, eps, act, proto
+    x, y, n, c, spatial, weight, bias, mean, spread, spread_is_var, eps, act, proto, cols
 ):
-    """``affine_forward_ncs`` for the rows layout."""
+    """``affine_forward_ncs`` for the rows view (see ``train_forward_rows``)."""
+    R, K, G, cw = _rows_view(n, c, spatial, cols)
     m, sc, sh, centered = _forward_constants(
         *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
     )
     loops.normalize_rows(
-        carray(_pointer(x, proto), (n * spatial, c)), m, sc, sh, centered, act, proto,
-        carray(_pointer(y, proto), (n * spatial, c)), _rows_per_block(c),
+        carray(_pointer(x, proto), (R, K)), _expand(m, G) if centered else sc, _expand(sc, G),
+        _expand(sh, G), centered, act, proto, carray(_pointer(y, proto), (R, K)),
+        _rows_per_block(cw), cw,
     )  # fmt: skip
 
 

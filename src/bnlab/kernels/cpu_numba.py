@@ -27,13 +27,20 @@ exactly). So the loops fold only when every |mean * s| <= ``FOLD_LIMIT`` and cen
 (measured on float32 against float64, offsets 0.5-100: folded 0.3-1.0e-6, centered
 0.4-1.5e-6). The backward loops work on x - mean.
 
-Activation codes (``act``): 0 identity, 1 ReLU, 2 SiLU, applied to the pre-activation z.
+Activation codes (``act``): 0 identity, 1 ReLU, 2 SiLU, 3 Hardswish, applied to the
+pre-activation z, with torch's formulas (``_silu``, ``_hardswish`` and their slopes). Each
+kernel branches on ``act`` outside its inner loops, so each loop vectorizes: the kernels use
+NumPy's error model (a division by zero gives inf, as in C, instead of a check that would keep
+LLVM from vectorizing), and float32 SiLU uses ``_exp32``, a polynomial exp that vectorizes
+where libm's exp does not (relative error below 1e-7, like libm's float32 exp).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -46,6 +53,80 @@ FOLD_LIMIT = 8.0
 #: float64 total: few enough that float32 rounding stays at a few ulps per lane. ncs rows are
 #: at most ``block`` values, rows-layout blocks at most CHUNK rows.
 CHUNK = 256
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):  # type: ignore[no-untyped-def]
+    """The float32 whose IEEE bits are the int32 ``bits``."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp32(x):  # type: ignore[no-untyped-def]
+    """exp(x) in float32 (Cody-Waite range reduction, Cephes' degree-5 polynomial), written in
+    operations LLVM vectorizes. Not fastmath beyond contraction: reassociating the two-part
+    range reduction would cost its accuracy. Clamped to float32's finite range."""
+    x = x if x > np.float32(-87.33) else np.float32(-87.33)
+    x = x if x < np.float32(88.72) else np.float32(88.72)
+    # round(x / ln 2) with the 1.5 * 2**23 trick (no call to floor)
+    n = (x * np.float32(1.44269504088896341) + np.float32(12582912.0)) - np.float32(12582912.0)
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = p * (r * r) + r + np.float32(1)
+    return y * _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
+
+
+def _exp(x):  # type: ignore[no-untyped-def]
+    """exp in compiled code: ``_exp32`` for float32, libm's for float64 (see the overload)."""
+    return np.exp(x)
+
+
+@overload(_exp)
+def _exp_for(x):  # type: ignore[no-untyped-def]
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: np.exp(x)
+
+
+@njit(cache=True, error_model="numpy")
+def _silu(z, one):  # type: ignore[no-untyped-def]
+    """torch's SiLU: z * sigmoid(z)."""
+    return z / (one + _exp(-z))
+
+
+@njit(cache=True, error_model="numpy")
+def _silu_slope(z, one):  # type: ignore[no-untyped-def]
+    """d SiLU / dz = sigmoid(z) * (1 + z * (1 - sigmoid(z))), as torch's silu_backward."""
+    sg = one / (one + _exp(-z))
+    return sg * (one + z * (one - sg))
+
+
+@njit(cache=True, error_model="numpy")
+def _hardswish(z, one):  # type: ignore[no-untyped-def]
+    """torch's Hardswish: z * min(max(z + 3, 0), 6) / 6."""
+    t = z + 3 * one
+    t = t if t > 0 else one - one
+    t = t if t < 6 * one else 6 * one
+    return z * t / (6 * one)
+
+
+@njit(cache=True, error_model="numpy")
+def _hardswish_slope(z, one):  # type: ignore[no-untyped-def]
+    """torch's hardswish_backward: 0 below -3, z / 3 + 1/2 up to 3, 1 above."""
+    if z < -3 * one:
+        return one - one
+    if z <= 3 * one:
+        return z / (3 * one) + one / 2
+    return one
 
 
 @njit(cache=True)
@@ -92,7 +173,7 @@ def _chan_merge(cnt, mu, m2, lo, hi, stride):  # type: ignore[no-untyped-def]
 # helpers hold the loops; the kernels below only cut the work into spans.
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _moments_span(x, c, n0, n1, s0, s1):  # type: ignore[no-untyped-def]
     """(count, mean, M2) of a span: per-row sums in x's dtype, float64 across rows."""
     acc = 0.0
@@ -117,7 +198,7 @@ def _moments_span(x, c, n0, n1, s0, s1):  # type: ignore[no-untyped-def]
     return k, m, max(0.0, q - k * dm * dm)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _normalize_span(x, y, c, n0, n1, s0, s1, mc, sc, bc, centered, act, one):  # type: ignore[no-untyped-def]
     """y = act((x - mc) * sc + bc) on a span if ``centered``, else act(x * sc + bc) (bc then
     holds the folded shift: see the module docstring)."""
@@ -132,17 +213,19 @@ def _normalize_span(x, y, c, n0, n1, s0, s1, mc, sc, bc, centered, act, one):  #
             for i in range(s1 - s0):
                 z = (xr[i] - mc if centered else xr[i]) * sc + bc
                 yr[i] = z if not z < 0 else zero
+        elif act == 2:
+            for i in range(s1 - s0):
+                yr[i] = _silu((xr[i] - mc if centered else xr[i]) * sc + bc, one)
         else:
             for i in range(s1 - s0):
-                z = (xr[i] - mc if centered else xr[i]) * sc + bc
-                yr[i] = z / (one + np.exp(-z))
+                yr[i] = _hardswish((xr[i] - mc if centered else xr[i]) * sc + bc, one)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ignore[no-untyped-def]
     """(sum(dz), sum(dz * (x - mc))) over a span in float64, dz = dy * act'(z).
 
-    Identity and ReLU sum each row in x's dtype; SiLU works in float64 throughout.
+    Each row is summed in x's dtype, rows in float64.
     """
     zero = x.dtype.type(0)
     a1 = 0.0
@@ -170,17 +253,27 @@ def _grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ignore[
             a1 += q1
             a2 += q2
         else:
-            for i in range(s1 - s0):
-                xc = xr[i] - mc
-                z = np.float64(xc * sc + bc)
-                sg = 1.0 / (1.0 + np.exp(-z))
-                g = np.float64(dyr[i]) * sg * (1.0 + z * (1.0 - sg))
-                a1 += g
-                a2 += g * np.float64(xc)
+            one = x.dtype.type(1)
+            q1 = zero
+            q2 = zero
+            if act == 2:
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    g = dyr[i] * _silu_slope(xc * sc + bc, one)
+                    q1 += g
+                    q2 += g * xc
+            else:
+                for i in range(s1 - s0):
+                    xc = xr[i] - mc
+                    g = dyr[i] * _hardswish_slope(xc * sc + bc, one)
+                    q1 += g
+                    q2 += g * xc
+            a1 += q1
+            a2 += q2
     return a1, a2
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _grad_input_span(dy, x, dx, c, n0, n1, s0, s1, mc, sc, bc, act, one, c1, c2):  # type: ignore[no-untyped-def]
     """dx = sc * (dz - c1 - (x - mc) * c2) on a span."""
     zero = one - one
@@ -197,16 +290,17 @@ def _grad_input_span(dy, x, dx, c, n0, n1, s0, s1, mc, sc, bc, act, one, c1, c2)
                 z = xc * sc + bc
                 g = dyr[i] if z > 0 else zero
                 dxr[i] = sc * (g - c1 - xc * c2)
+        elif act == 2:
+            for i in range(s1 - s0):
+                xc = xr[i] - mc
+                dxr[i] = sc * (dyr[i] * _silu_slope(xc * sc + bc, one) - c1 - xc * c2)
         else:
             for i in range(s1 - s0):
                 xc = xr[i] - mc
-                z = xc * sc + bc
-                sg = one / (one + np.exp(-z))
-                g = dyr[i] * sg * (one + z * (one - sg))
-                dxr[i] = sc * (g - c1 - xc * c2)
+                dxr[i] = sc * (dyr[i] * _hardswish_slope(xc * sc + bc, one) - c1 - xc * c2)
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def stats_ncs(x, block):  # type: ignore[no-untyped-def]
     """Per-channel (mean, biased var) in float64: tasks' (count, mean, M2), Chan-merged."""
     N, C, S = x.shape
@@ -225,7 +319,7 @@ def stats_ncs(x, block):  # type: ignore[no-untyped-def]
     return mean, var
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def normalize_ncs(x, m, s, b, centered, act, one, y, block):  # type: ignore[no-untyped-def]
     """y = act((x - m) * s + b) if ``centered``, else act(x * s + b); m, s, b per channel in
     x's dtype."""
@@ -237,7 +331,7 @@ def normalize_ncs(x, m, s, b, centered, act, one, y, block):  # type: ignore[no-
         _normalize_span(x, y, c, n0, n1, s0, s1, m[c], s[c], b[c], centered, act, one)
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
     """Per channel, in float64: sum(dz) and sum(dz * (x - m)), dz = dy * act'(z)."""
     N, C, S = x.shape
@@ -261,7 +355,7 @@ def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
     return s1o, s2o
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_dx_ncs(dy, x, m, s, b, act, one, k1, k2, dx, block):  # type: ignore[no-untyped-def]
     """dx = s * (dz - k1 - (x - m) * k2), per channel constants in x's dtype."""
     N, C, S = x.shape
@@ -277,7 +371,7 @@ def bwd_dx_ncs(dy, x, m, s, b, act, one, k1, k2, dx, block):  # type: ignore[no-
 # cross the memory bus once. See ``cpu_entries.CHANNEL_BYTES``.
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def train_ncs_by_channel(x, weight, bias, eps, act, one, y):  # type: ignore[no-untyped-def]
     """Statistics then y = act(xhat * weight + bias), channel by channel; (mean, var) float64."""
     N, C, S = x.shape
@@ -298,7 +392,7 @@ def train_ncs_by_channel(x, weight, bias, eps, act, one, y):  # type: ignore[no-
     return mean, var
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_ncs_by_channel(dy, x, m, s, b, act, one, invstd, batch_stats, dx):  # type: ignore[no-untyped-def]
     """Both backward passes channel by channel; returns (sum(dz), sum(dz * (x - m))) float64.
 
@@ -322,6 +416,12 @@ def bwd_ncs_by_channel(dy, x, m, s, b, act, one, invstd, batch_stats, dx):  # ty
 
 
 # ---------------------------------------------------------------------------------- rows layout
+# x is (R, K): rows of K columns. (N, C) and channels_last input: R = N * S rows of the K = C
+# channels. The ``cols`` view of contiguous input with short spatial rows (``cpu_entries``):
+# R = N rows of K = C * S values, channel c owning columns [c * S, (c + 1) * S), where a loop
+# over one channel's S values would be too short to vectorize; ``stats_cols`` and
+# ``normalize_rows`` serve it, the latter with per-channel constants expanded to one value per
+# column. The loops run over contiguous columns, which LLVM vectorizes.
 
 
 @njit(cache=True)
@@ -332,7 +432,7 @@ def _row_tasks(R: int, rb: int, ntasks: int) -> tuple[int, int, int]:
     return nsub, per, (nsub + per - 1) // per
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
     """Each task owns whole blocks of ``rb`` rows and private float64 (C,) accumulators.
 
@@ -399,38 +499,128 @@ def stats_rows(x, rb, ntasks):  # type: ignore[no-untyped-def]
     return mean, m2 / na
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
-def normalize_rows(x, m, s, b, centered, act, one, y, rb):  # type: ignore[no-untyped-def]
-    """y = act((x - m) * s + b) if ``centered``, else act(x * s + b), in row blocks."""
-    zero = one - one
-    R, C = x.shape
-    nb = (R + rb - 1) // rb
-    for blk in prange(nb):
-        r0 = blk * rb
-        r1 = min(R, r0 + rb)
-        if act == 0:
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _group_sums(v, G):  # type: ignore[no-untyped-def]
+    """Per channel sums of per-column values, channel c owning columns [c * G, (c + 1) * G)."""
+    if G == 1:
+        return v
+    C = v.size // G
+    out = np.empty(C)
+    for c in range(C):
+        part = v[c * G : (c + 1) * G]
+        a = 0.0
+        for k in range(G):
+            a += part[k]
+        out[c] = a
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _column_sums(x, center, squares, cw):  # type: ignore[no-untyped-def]
+    """Per-column float64 sums over the rows of x (R, K): of x, or with ``squares`` of
+    (x - center)^2 (``center`` per column, in x's dtype). Tasks of at most CHUNK rows (summed
+    in x's dtype) times ``cw`` columns; their partial sums are added in a fixed order."""
+    R, K = x.shape
+    nb = (R + CHUNK - 1) // CHUNK
+    J = (K + cw - 1) // cw
+    part = np.empty((nb, K))
+    for u in prange(nb * J):
+        r0 = (u // J) * CHUNK
+        r1 = min(R, r0 + CHUNK)
+        k0 = (u % J) * cw
+        k1 = min(K, k0 + cw)
+        w = k1 - k0
+        acc = np.zeros(w, x.dtype)
+        if squares:
+            ck = center[k0:k1]
             for r in range(r0, r1):
-                xr = x[r]
-                yr = y[r]
-                for c in range(C):
-                    yr[c] = (xr[c] - m[c] if centered else xr[c]) * s[c] + b[c]
-        elif act == 1:
-            for r in range(r0, r1):
-                xr = x[r]
-                yr = y[r]
-                for c in range(C):
-                    z = (xr[c] - m[c] if centered else xr[c]) * s[c] + b[c]
-                    yr[c] = z if not z < 0 else zero
+                xr = x[r, k0:k1]
+                for c in range(w):
+                    d = xr[c] - ck[c]
+                    acc[c] += d * d
         else:
             for r in range(r0, r1):
-                xr = x[r]
-                yr = y[r]
-                for c in range(C):
-                    z = (xr[c] - m[c] if centered else xr[c]) * s[c] + b[c]
-                    yr[c] = z / (one + np.exp(-z))
+                xr = x[r, k0:k1]
+                for c in range(w):
+                    acc[c] += xr[c]
+        out = part[u // J, k0:k1]
+        for c in range(w):
+            out[c] = acc[c]
+    total = part[0].copy()
+    for b in range(1, nb):
+        for c in range(K):
+            total[c] += part[b, c]
+    return total
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def stats_cols(x, G, cw):  # type: ignore[no-untyped-def]
+    """Per channel (mean, biased var) in float64 of the cols view x (N, C * G), channel c owning
+    columns [c * G, (c + 1) * G): the channel means first, then the squared deviations from
+    them (rounded to x's dtype, corrected as in ``_moments_span``): no per-column merges, whose
+    float64 work would rival the data's when N is small."""
+    R, K = x.shape
+    C = K // G
+    count = R * G
+    sums = _group_sums(_column_sums(x, x[0], False, cw), G)
+    mean = sums / count
+    mx = np.empty(K, x.dtype)
+    for c in range(C):
+        mx[c * G : (c + 1) * G] = mean[c]
+    q = _group_sums(_column_sums(x, mx, True, cw), G)
+    var = np.empty(C)
+    for c in range(C):
+        dm = mean[c] - np.float64(mx[c * G])
+        var[c] = max(0.0, q[c] / count - dm * dm)
+    return mean, var
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def normalize_rows(x, m, s, b, centered, act, one, y, rb, cw):  # type: ignore[no-untyped-def]
+    """y = act((x - m) * s + b) if ``centered``, else act(x * s + b); m, s, b per column, in
+    tasks of ``rb`` rows times at most ``cw`` columns."""
+    zero = one - one
+    R, K = x.shape
+    nb = (R + rb - 1) // rb
+    J = (K + cw - 1) // cw
+    for u in prange(nb * J):
+        r0 = (u // J) * rb
+        r1 = min(R, r0 + rb)
+        k0 = (u % J) * cw
+        k1 = min(K, k0 + cw)
+        w = k1 - k0
+        mk = m[k0:k1]
+        sk = s[k0:k1]
+        bk = b[k0:k1]
+        if act == 0:
+            for r in range(r0, r1):
+                xr = x[r, k0:k1]
+                yr = y[r, k0:k1]
+                for c in range(w):
+                    yr[c] = (xr[c] - mk[c] if centered else xr[c]) * sk[c] + bk[c]
+        elif act == 1:
+            for r in range(r0, r1):
+                xr = x[r, k0:k1]
+                yr = y[r, k0:k1]
+                for c in range(w):
+                    z = (xr[c] - mk[c] if centered else xr[c]) * sk[c] + bk[c]
+                    yr[c] = z if not z < 0 else zero
+        elif act == 2:
+            for r in range(r0, r1):
+                xr = x[r, k0:k1]
+                yr = y[r, k0:k1]
+                for c in range(w):
+                    yr[c] = _silu((xr[c] - mk[c] if centered else xr[c]) * sk[c] + bk[c], one)
+        else:
+            for r in range(r0, r1):
+                xr = x[r, k0:k1]
+                yr = y[r, k0:k1]
+                for c in range(w):
+                    z = (xr[c] - mk[c] if centered else xr[c]) * sk[c] + bk[c]
+                    yr[c] = _hardswish(z, one)
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_sums_rows(dy, x, m, s, b, act, rb, ntasks):  # type: ignore[no-untyped-def]
     """Tasks of whole row blocks with private (C,) float64 sums (see ``stats_rows``)."""
     R, C = x.shape
@@ -474,16 +664,30 @@ def bwd_sums_rows(dy, x, m, s, b, act, rb, ntasks):  # type: ignore[no-untyped-d
                     a1[c] += q1[c]
                     a2[c] += q2[c]
             else:
-                for r in range(r0, r1):
-                    xr = x[r]
-                    dyr = dy[r]
-                    for c in range(C):
-                        xc = xr[c] - m[c]
-                        z = np.float64(xc * s[c] + b[c])
-                        sg = 1.0 / (1.0 + np.exp(-z))
-                        g = np.float64(dyr[c]) * sg * (1.0 + z * (1.0 - sg))
-                        a1[c] += g
-                        a2[c] += g * np.float64(xc)
+                one = x.dtype.type(1)
+                q1[:] = 0
+                q2[:] = 0
+                if act == 2:
+                    for r in range(r0, r1):
+                        xr = x[r]
+                        dyr = dy[r]
+                        for c in range(C):
+                            xc = xr[c] - m[c]
+                            g = dyr[c] * _silu_slope(xc * s[c] + b[c], one)
+                            q1[c] += g
+                            q2[c] += g * xc
+                else:
+                    for r in range(r0, r1):
+                        xr = x[r]
+                        dyr = dy[r]
+                        for c in range(C):
+                            xc = xr[c] - m[c]
+                            g = dyr[c] * _hardswish_slope(xc * s[c] + b[c], one)
+                            q1[c] += g
+                            q2[c] += g * xc
+                for c in range(C):
+                    a1[c] += q1[c]
+                    a2[c] += q2[c]
     s1o = p1[0].copy()
     s2o = p2[0].copy()
     for t in range(1, T):
@@ -493,7 +697,7 @@ def bwd_sums_rows(dy, x, m, s, b, act, rb, ntasks):  # type: ignore[no-untyped-d
     return s1o, s2o
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_dx_rows(dy, x, m, s, b, act, one, k1, k2, dx, rb):  # type: ignore[no-untyped-def]
     zero = one - one
     R, C = x.shape
@@ -518,6 +722,15 @@ def bwd_dx_rows(dy, x, m, s, b, act, one, k1, k2, dx, rb):  # type: ignore[no-un
                     z = xc * s[c] + b[c]
                     g = dyr[c] if z > 0 else zero
                     dxr[c] = s[c] * (g - k1[c] - xc * k2[c])
+        elif act == 2:
+            for r in range(r0, r1):
+                xr = x[r]
+                dyr = dy[r]
+                dxr = dx[r]
+                for c in range(C):
+                    xc = xr[c] - m[c]
+                    g = dyr[c] * _silu_slope(xc * s[c] + b[c], one)
+                    dxr[c] = s[c] * (g - k1[c] - xc * k2[c])
         else:
             for r in range(r0, r1):
                 xr = x[r]
@@ -525,7 +738,5 @@ def bwd_dx_rows(dy, x, m, s, b, act, one, k1, k2, dx, rb):  # type: ignore[no-un
                 dxr = dx[r]
                 for c in range(C):
                     xc = xr[c] - m[c]
-                    z = xc * s[c] + b[c]
-                    sg = one / (one + np.exp(-z))
-                    g = dyr[c] * sg * (one + z * (one - sg))
+                    g = dyr[c] * _hardswish_slope(xc * s[c] + b[c], one)
                     dxr[c] = s[c] * (g - k1[c] - xc * k2[c])

@@ -1,6 +1,6 @@
 """Portable kernels written with plain torch tensor ops: any device, any float dtype, any layout.
 
-An optional activation (``"identity"``, ``"relu"``, ``"silu"``) is applied to the normalized
+An optional activation (``"identity"``, ``"relu"``, ``"silu"``, ``"hardswish"``) is applied to the normalized
 output; its derivative is taken from the pre-activation recomputed from x in ``backward``.
 
 Statistics are computed in two passes (mean first, then the mean of squared deviations), never as
@@ -32,7 +32,7 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
-ACTIVATIONS = ("identity", "relu", "silu")
+ACTIVATIONS = ("identity", "relu", "silu", "hardswish")
 
 
 def _pre_activation(
@@ -58,6 +58,8 @@ def normalize(
         y = torch.relu(y)
     elif activation == "silu":
         y = torch.nn.functional.silu(y)
+    elif activation == "hardswish":
+        y = torch.nn.functional.hardswish(y)
     return like(y.to(x.dtype), x)
 
 
@@ -103,9 +105,12 @@ def backward(
         z = _pre_activation(x, mean, invstd, weight, bias)
         if activation == "relu":
             dya = torch.where(z > 0, dya, torch.zeros_like(dya))
-        else:
+        elif activation == "silu":
             sig = torch.sigmoid(z)
             dya = dya * sig * (1 + z * (1 - sig))
+        else:  # hardswish, torch's hardswish_backward
+            slope = torch.where(z <= 3, z / 3 + 0.5, torch.ones_like(z))
+            dya = dya * torch.where(z < -3, torch.zeros_like(z), slope)
     xhat = (x.to(acc) - channel_view(mean, x)) * channel_view(invstd, x)
     sum_dy = dya.sum(dims)
     sum_dy_xhat = (dya * xhat).sum(dims)

@@ -5,14 +5,13 @@ parameters, buffers and state_dict keys of ``BatchNorm2d`` (so weights move betw
 The layout is timm's ``BatchNormAct2d`` (a BN layer with ``drop`` and ``act`` children), so a timm
 layer converts to this one and back with the same keys and behaviour.
 
-Fusion: when ``drop`` is ``nn.Identity`` and ``act`` is exactly ``nn.ReLU`` or ``nn.Identity``
-(``inplace`` or not), the forward is one ``bnlab.functional.batch_norm_act`` call (the
-activation applied in the pass that writes y). Any other ``act`` or ``drop`` (DropBlock) runs as
-a module after bnlab's batch norm, so every activation works and none is approximated. SiLU is
-not fused by the layers although ``batch_norm_act`` offers it: the compiled fused SiLU measured
-3-9x slower than bnlab's batch norm followed by torch's SiLU (eval and training, shapes of
-efficientnet_b0 at batch 16, 2 threads), while fused ReLU is faster than both. The choice is made at each call, so replacing
-``layer.act`` later is honoured.
+Fusion: when ``drop`` is ``nn.Identity`` and ``act`` is exactly ``nn.ReLU``, ``nn.SiLU``,
+``nn.Hardswish`` or ``nn.Identity`` (``inplace`` or not), the forward is one
+``bnlab.functional.batch_norm_act`` call: the activation is applied in the pass that writes y,
+and the backward recomputes its slope from x in its own passes, so the activation costs no pass
+of its own. Any other ``act`` or ``drop`` (DropBlock, GELU) runs as a module after bnlab's batch
+norm, so every activation works and none is approximated. The choice is made at each call, so
+replacing ``layer.act`` later is honoured.
 """
 
 from __future__ import annotations
@@ -35,9 +34,14 @@ __all__ = [
     "norm_then_act",
 ]
 
-#: the activations the layers fuse (see the module docstring for why not SiLU)
-_FUSED: dict[type[nn.Module], str] = {nn.Identity: "identity", nn.ReLU: "relu"}
-_MODULES: dict[str, type[nn.Module]] = {"identity": nn.Identity, "relu": nn.ReLU, "silu": nn.SiLU}
+#: the activation modules the layers fuse, by their kernel names
+_FUSED: dict[type[nn.Module], str] = {
+    nn.Identity: "identity",
+    nn.ReLU: "relu",
+    nn.SiLU: "silu",
+    nn.Hardswish: "hardswish",
+}
+_MODULES: dict[str, type[nn.Module]] = {name: module for module, name in _FUSED.items()}
 
 
 def activation_module(activation: str | nn.Module) -> nn.Module:
@@ -127,7 +131,7 @@ class BatchNormAct2d(_BatchNormAct):
 
         >>> layer = bnlab.BatchNormAct2d(16, activation="silu")
         >>> y = layer(torch.randn(8, 16, 32, 32))
-        >>> layer = bnlab.BatchNormAct2d(16, activation=torch.nn.Hardswish())  # not fused
+        >>> layer = bnlab.BatchNormAct2d(16, activation=torch.nn.GELU())  # not fused
     """
 
     expected_dims = (4,)
