@@ -90,3 +90,20 @@ def test_environment_variable_sets_the_limit_or_is_refused_clearly(value, ok):
     else:
         assert out.returncode != 0
         assert "BNLAB_OUTPUT_CACHE_MB must be a number of megabytes >= 0, got 'abc'" in out.stderr
+
+
+def test_inference_outputs_come_from_torch_and_training_outputs_from_the_cache():
+    """Under no_grad the forward's y is torch's (no idle buffer held once it is freed); while
+    autograd records, y comes from the cache and returns to it when freed."""
+    x = torch.randn(BIG)
+    mean, var = torch.zeros(BIG[1]), torch.ones(BIG[1])
+    with torch.no_grad():
+        y = cpu.eval_forward(x, mean, var, None, None, 1e-5)
+        del y
+        y = cpu.forward_train(x, None, None, 1e-5).y
+        del y
+    assert output_cache.cached_bytes() == 0
+    y = cpu.eval_forward(x, mean, var, None, None, 1e-5)
+    del y
+    gc.collect()
+    assert output_cache.cached_bytes() == x.numel() * x.element_size()

@@ -16,8 +16,9 @@ Layouts: contiguous (N, C, *spatial) is seen as (N, C, S); (N, C) and channels_l
 C channels. Any other strides (transposed, expanded, sliced) are first copied to a contiguous
 tensor, so a strided input is never read wrongly; the output is then contiguous, as in the
 portable family. Numba's thread count follows ``torch.get_num_threads()`` (checked on every
-call), so torch and bnlab never run more threads than torch is told to use. Large outputs come
-from ``bnlab.kernels.output_cache`` (reused buffers: no page faults).
+call), so torch and bnlab never run more threads than torch is told to use. Large outputs of
+training steps and gradients come from ``bnlab.kernels.output_cache`` (reused buffers: no page
+faults); under no_grad, from torch's allocator (``_forward_output``).
 
 This module imports Numba, but compiles nothing at import: each kernel is compiled on its first
 call for a dtype/layout and cached on disk (``cache=True``), so later processes only load it.
@@ -118,6 +119,17 @@ def _by_channel(x: torch.Tensor, n: int, c: int, s: int, tensors: int) -> bool:
     )
 
 
+def _forward_output(xd: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """The forward's y: from the output cache while autograd records (training steps, where
+    the same sizes recur and the buffers are reused), from torch's allocator otherwise
+    (inference under no_grad: the cache's idle buffers would add to the peak memory what
+    torch's allocator returns to the system; measured on efficientnet_b0, batch 32, 112 px:
+    227-251 MB peak with the cache, 146 MB for torch). Gradients (dx) always use the cache."""
+    if torch.is_grad_enabled():
+        return output_cache.empty_like(xd, fmt)
+    return torch.empty_like(xd)
+
+
 def _address(t: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor]) -> int:
     """Address of a per-channel vector as C contiguous values of ``dtype`` (0 for None).
 
@@ -187,7 +199,7 @@ def _affine(
 ) -> torch.Tensor:  # fmt: skip
     xd, fmt = _dense(x)
     n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_NORMALIZE)
-    y = output_cache.empty_like(xd, fmt)
+    y = _forward_output(xd, fmt)
     dtype = x.dtype
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
@@ -239,7 +251,7 @@ def forward_train(
     dtype = x.dtype
     xd, fmt = _dense(x)
     n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_TRAIN)
-    y = output_cache.empty_like(xd, fmt)
+    y = _forward_output(xd, fmt)
     mean, var, invstd = _stat_vectors(x, 3)
     fold = _running_addresses(running, dtype)
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
