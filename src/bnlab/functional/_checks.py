@@ -16,6 +16,10 @@ import warnings
 
 import torch
 
+_INF = math.inf
+#: the tensor types whose per-channel checks take the fast path (Parameters are most weights)
+_PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
+
 
 def check_input(x: object, *, min_dim: int = 2, max_dim: int = 5) -> torch.Tensor:
     """``x`` must be a floating-point tensor laid out as (N, C, *spatial)."""
@@ -40,9 +44,15 @@ def check_num_features(num_features: object) -> int:
     return num_features
 
 
+def is_channel_vector(t: torch.Tensor | None, num_channels: int) -> bool:
+    """True for None or a plain tensor (or Parameter) of shape (C,): the common case, which
+    passes ``check_channel_vector`` and is cheap to recognize; False means "check fully"."""
+    return t is None or (type(t) in _PLAIN_TENSORS and t.shape == (num_channels,))
+
+
 def check_channel_vector(t: torch.Tensor | None, name: str, num_channels: int) -> None:
     """Per-channel tensors (weight, bias, running statistics) must hold exactly C values."""
-    if t is None or (type(t) is torch.Tensor and t.shape == (num_channels,)):
+    if is_channel_vector(t, num_channels):
         return  # the common case, checked first: this runs several times per BN call
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
@@ -65,6 +75,8 @@ def check_bn_args(
     ``check_momentum``. The batch size is left to the op (``check_batch_size`` where one
     process must see more than one value per channel).
     """
+    if plain_bn_args(input, running_mean, running_var, weight, bias, eps, momentum):
+        return eps, momentum
     check_input(input)
     num_channels = input.shape[1]
     for name, t in (
@@ -75,6 +87,33 @@ def check_bn_args(
     ):
         check_channel_vector(t, name, num_channels)
     return check_eps(eps, training=training), check_momentum(momentum)
+
+
+def plain_bn_args(
+    input: object, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, eps: object, momentum: object,
+) -> bool:  # fmt: skip
+    """True when ``check_bn_args`` would pass whatever the mode, told by the cheapest tests.
+
+    A plain floating-point tensor of rank 2 to 5, per-channel tensors of shape (C,) or None, a
+    float eps in (0, inf) and a float momentum in [0, inf) or None: the common case of every
+    call, recognized in about a microsecond. False does not mean invalid, only that the full
+    checks must decide (and raise their errors).
+    """
+    if type(input) is not torch.Tensor or not input.is_floating_point():
+        return False
+    if not 2 <= input.dim() <= 5:
+        return False
+    c = input.shape[1]
+    return (
+        is_channel_vector(running_mean, c)
+        and is_channel_vector(running_var, c)
+        and is_channel_vector(weight, c)
+        and is_channel_vector(bias, c)
+        and type(eps) is float
+        and 0.0 < eps < _INF
+        and (momentum is None or (type(momentum) is float and 0.0 <= momentum < _INF))
+    )
 
 
 def _finite_real(value: object, name: str) -> float:

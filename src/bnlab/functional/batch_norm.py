@@ -42,6 +42,7 @@ from bnlab.functional._checks import (
     check_bn_args,
     check_channel_vector,
     check_momentum,
+    plain_bn_args,
 )
 from bnlab.functional.running_stats import update_running_stats, warn_non_finite
 from bnlab.kernels import portable
@@ -55,9 +56,10 @@ _VMAP_UNBATCHED_RUNNING_STATS = (
     "models, batch their buffers too (torch.func.stack_module_state)."
 )
 
-# C functions, bound once: the eager path asks both at every call (~0.1 us).
+# C functions, bound once: the eager path asks them at every call (~0.1 us).
 _is_tracing = torch._C._is_tracing
 _transforms_active = torch._C._are_functorch_transforms_active
+_grad_enabled = torch._C.is_grad_enabled
 
 
 def check_activation(activation: object) -> str:
@@ -95,8 +97,11 @@ def _forward(
     if not need_invstd:
         return y, stats_mean, stats_var, None
     acc = kernels.acc_dtype(x.dtype)
-    mean, var = stats_mean.to(acc), stats_var.to(acc)
-    return y, mean, var, torch.rsqrt(var + eps)
+    # a copy of the mean, which backward keeps: the running buffer may be updated in place
+    # (by a training step of the same layer) before this graph's backward runs
+    mean = stats_mean.to(acc, copy=True)
+    var = stats_var if stats_var.dtype is acc else stats_var.to(acc)
+    return y, mean, var, (var + eps).rsqrt_()
 
 
 def _backward(
@@ -112,9 +117,12 @@ def _backward(
         dx, sum_dz_xhat, sum_dz = kernels.select(x).backward(
             dy, x, mean, invstd, weight, use_batch_stats, need_dx, bias, activation
         )
-    dw = sum_dz_xhat if weight is None else sum_dz_xhat.to(weight.dtype)
-    db = sum_dz if bias is None else sum_dz.to(bias.dtype)
-    return dx, dw, db
+    # ``.to`` only where the dtypes differ: it costs ~0.3 us even when it returns its input
+    if weight is not None and weight.dtype is not sum_dz_xhat.dtype:
+        sum_dz_xhat = sum_dz_xhat.to(weight.dtype)
+    if bias is not None and bias.dtype is not sum_dz.dtype:
+        sum_dz = sum_dz.to(bias.dtype)
+    return dx, sum_dz_xhat, sum_dz
 
 
 def _double_backward(
@@ -171,7 +179,8 @@ def _grads(
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """Eager autograd node: forward returns (y, mean, var); mean and var are not differentiable.
+    """Eager autograd node: forward returns y alone (the eager callers need no statistics, and
+    each further output would cost autograd a few microseconds per call).
 
     Saves x (not xhat), the per-channel mean and invstd, and weight/bias: what backward needs.
     In training, folds the batch into ``running`` (if given) as well. Not used under torch.func
@@ -183,17 +192,41 @@ class BatchNormFunction(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
         stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float,
         activation: str = "identity", running: kernels.RunningStats | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        y, mean, var, invstd = _forward(
+    ) -> torch.Tensor:  # fmt: skip
+        y, mean, _var, invstd = _forward(
             x, weight, bias, stats_mean, stats_var, eps, activation, running
         )
         _save(ctx, x, weight, bias, mean, invstd, stats_mean is None, eps, activation)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        return y
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor, _dmean: Any, _dvar: Any) -> tuple[Any, ...]:
-        return (*_grads(ctx, dy, _backward), None, None, None, None, None)
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        dx, dw, db = _grads(ctx, dy, _backward)
+        return dx, dw, db, None, None, None, None, None
+
+
+# ``torch.autograd.Function.apply`` minus its Python wrapper, which costs ~2.5 us per call: the
+# wrapper binds default arguments (only for Functions with ``setup_context``), routes torch.func
+# transforms (``_eager`` never runs under them) and unwraps dead functorch wrappers, which
+# ``_apply`` does itself for the tensor arguments, as the wrapper does.
+_function_apply = super(torch.autograd.Function, BatchNormFunction).apply
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+
+
+def _apply(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float, activation: str,
+    running: kernels.RunningStats | None,
+) -> torch.Tensor:  # fmt: skip
+    """``BatchNormFunction.apply`` with these arguments, in eager mode without transforms."""
+    return _function_apply(  # type: ignore[no-any-return]
+        _unwrap_if_dead(x),
+        None if weight is None else _unwrap_if_dead(weight),
+        None if bias is None else _unwrap_if_dead(bias),
+        None if stats_mean is None else _unwrap_if_dead(stats_mean),
+        None if stats_var is None else _unwrap_if_dead(stats_var),
+        eps, activation, running,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------- torch.library custom ops
@@ -412,11 +445,19 @@ def _batch_norm(
     (a TracerWarning each); the ops check their arguments whenever the graph runs.
     """
     compiling = torch.compiler.is_compiling()  # first: Dynamo must not meet the C calls below
-    if not compiling and _is_tracing():
-        return _batch_norm_ops(
-            input, running_mean, running_var, weight, bias, training, momentum, eps,
-            num_batches_tracked, activation,
-        )  # fmt: skip
+    if not compiling:
+        if _is_tracing():
+            return _batch_norm_ops(
+                input, running_mean, running_var, weight, bias, training, momentum, eps,
+                num_batches_tracked, activation,
+            )  # fmt: skip
+        if plain_bn_args(input, running_mean, running_var, weight, bias, eps, momentum):
+            y = _plain_eager(
+                input, running_mean, running_var, weight, bias, training, momentum, eps,
+                num_batches_tracked, activation,
+            )  # fmt: skip
+            if y is not None:
+                return y
     eps, momentum = check_bn_args(
         input, running_mean, running_var, weight, bias, eps, momentum, training=training
     )
@@ -435,16 +476,49 @@ def _batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps,
             num_batches_tracked, activation, transformed=not compiling,
         )  # fmt: skip
-    if torch.is_grad_enabled() and (
+    return _eager(input, weight, bias, stats_mean, stats_var, eps, activation, running)
+
+
+def _plain_eager(
+    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+    weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, momentum: float | None,
+    eps: float, num_batches_tracked: torch.Tensor | None, activation: str,
+) -> torch.Tensor | None:  # fmt: skip
+    """``_batch_norm``'s eager path for arguments that ``plain_bn_args`` passed, or None.
+
+    None (nothing computed) whenever one of ``_batch_norm``'s remaining checks might fail
+    (batch size, missing statistics in eval, momentum=None without a counter) or a torch.func
+    transform is active: ``_batch_norm`` then takes its full path, which raises the error.
+    """
+    if training:
+        if input.numel() == input.shape[1]:  # one value per channel: check_batch_size's error
+            return None
+        running = None
+        if running_mean is not None or running_var is not None or num_batches_tracked is not None:
+            if momentum is None and num_batches_tracked is None:
+                return None
+            running = kernels.RunningStats(running_mean, running_var, num_batches_tracked, momentum)
+        if _transforms_active():
+            return None
+        return _eager(input, weight, bias, None, None, eps, activation, running)
+    if running_mean is None or running_var is None or _transforms_active():
+        return None
+    return _eager(input, weight, bias, running_mean, running_var, eps, activation, None)
+
+
+def _eager(
+    input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+    stats_mean: torch.Tensor | None, stats_var: torch.Tensor | None, eps: float, activation: str,
+    running: kernels.RunningStats | None,
+) -> torch.Tensor:  # fmt: skip
+    """y in eager mode, from checked arguments: through ``BatchNormFunction`` when autograd
+    records a graph, else the kernels directly (no autograd.Function machinery)."""
+    if _grad_enabled() and (
         input.requires_grad
         or (weight is not None and weight.requires_grad)
         or (bias is not None and bias.requires_grad)
     ):
-        y = BatchNormFunction.apply(
-            input, weight, bias, stats_mean, stats_var, eps, activation, running
-        )[0]
-        return y
-    # no autograd graph to record: skip the autograd.Function machinery
+        return _apply(input, weight, bias, stats_mean, stats_var, eps, activation, running)
     return _forward(
         input, weight, bias, stats_mean, stats_var, eps, activation, running, need_invstd=False
     )[0]
