@@ -411,7 +411,7 @@ def test_eval_forms_match_float64(offset, form, fmt, assert_close):
         ("affine_forward_ncs", "AffineForwardArgs", ()),
         ("affine_forward_rows", "AffineForwardArgs", ("cols",)),
         ("backward_ncs", "BackwardArgs", ("by_channel",)),
-        ("backward_rows", "BackwardArgs", ()),
+        ("backward_rows", "BackwardArgs", ("cols",)),
     ],
 )
 def test_entry_signatures_follow_their_named_arguments(entry, args, extra):

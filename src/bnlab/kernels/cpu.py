@@ -54,13 +54,14 @@ SERIAL_NUMEL = 1 << 14
 
 #: contiguous input with at most this many values per (sample, channel) runs in the ``cols``
 #: view, rows (N, C * S) (``cpu_entries._rows_view``): a loop over a channel's S values is too
-#: short to vectorize well there. Normalizing (eval) gains up to S = 10 x 10; training's
-#: statistics only on 4 x 4 maps; the backward never (measured on float32 at batch 8-32,
-#: 1 thread, C = 40-576: eval (16, 576, 4, 4) 77 -> 35 us, (16, 240, 7, 7) 64 -> 44 us,
-#: (16, 72, 14, 14) 51 -> 55 us; train (16, 576, 4, 4) 130 -> 98 us, (8, 512, 7, 7)
-#: 126 -> 149 us; backward (16, 240, 7, 7) 132 -> 177 us).
+#: short to vectorize well there, and a loop that writes pays LLVM's overlap check per row.
+#: Measured on float32 at batch 8-32, C = 40-576, 1 thread (ncs -> cols): eval (16, 576, 4, 4)
+#: 89 -> 32 us, (16, 240, 7, 7) 62 -> 42, (16, 72, 10, 10) 29 -> 25, (16, 72, 14, 14) 52 -> 52;
+#: training forward (16, 576, 4, 4) 132 -> 85, (16, 240, 7, 7) 110 -> 110; backward
+#: (16, 576, 4, 4) 169 -> 129, (16, 240, 7, 7) 134 -> 172, (8, 512, 7, 7) 143 -> 252.
 COLS_MAX_SPATIAL_NORMALIZE = 100
 COLS_MAX_SPATIAL_TRAIN = 16
+COLS_MAX_SPATIAL_BACKWARD = 16
 
 _MAX_THREADS: int = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
 _ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
@@ -290,7 +291,7 @@ def backward(
         )
     dtype = x.dtype
     xd, fmt = _dense(x)
-    n, c, s, rows, _ = _geometry(xd, fmt)
+    n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_BACKWARD)
     dyd = dy if dy.dtype == dtype else dy.to(dtype)
     if not dyd.is_contiguous(memory_format=fmt):
         dyd = dyd.contiguous(memory_format=fmt)
@@ -306,7 +307,7 @@ def backward(
         sum_dz_xhat_out=sum_dz_xhat.data_ptr(), sum_dz_out=sum_dz.data_ptr(), proto=_ONE[dtype],
     )  # fmt: skip
     if rows:
-        entries.backward_rows(*args)
+        entries.backward_rows(*args, cols)
     else:
         entries.backward_ncs(*args, _by_channel(xd, n, c, s, 2))
     return dx, sum_dz_xhat, sum_dz

@@ -186,8 +186,12 @@ def _expand(v, G):  # type: ignore[no-untyped-def]
     if G == 1:
         return v
     out = np.empty(v.size * G, v.dtype)
+    k = 0
     for c in range(v.size):
-        out[c * G : (c + 1) * G] = v[c]
+        value = v[c]  # loaded once: the inner loop only stores, which vectorizes unchecked
+        for j in range(G):
+            out[k + j] = value
+        k += G
     return out
 
 
@@ -416,18 +420,26 @@ def backward_ncs(  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def backward_rows(  # type: ignore[no-untyped-def]
     dy, x, dx, n, c, spatial, weight, bias, mean, invstd, batch_stats, act,
-    sum_dz_xhat_out, sum_dz_out, proto,
+    sum_dz_xhat_out, sum_dz_out, proto, cols,
 ):  # fmt: skip
-    """``backward_ncs`` for the rows layout."""
+    """``backward_ncs`` for the rows view (see ``train_forward_rows``)."""
+    R, K, G, cw = _rows_view(n, c, spatial, cols)
     i64 = _read(invstd, c, 1.0, proto)
     m, sc, sh = _backward_constants(c, weight, bias, mean, invstd, proto)
-    x2 = carray(_pointer(x, proto), (n * spatial, c))
-    dy2 = carray(_pointer(dy, proto), (n * spatial, c))
-    rb = _rows_per_block(c)
-    sum_dz, sum_dzxc = loops.bwd_sums_rows(dy2, x2, m, sc, sh, act, rb, ROW_TASKS)
+    x2 = carray(_pointer(x, proto), (R, K))
+    dy2 = carray(_pointer(dy, proto), (R, K))
+    rb = _rows_per_block(cw)
+    if cols:
+        m, sc = _expand(m, G), _expand(sc, G)
+        sh = _expand(sh, G) if act != 0 else sc  # the shift only matters with an activation
+        sum_dz, sum_dzxc = loops.bwd_sums_cols(dy2, x2, m, sc, sh, act, G, cw)
+    else:
+        sum_dz, sum_dzxc = loops.bwd_sums_rows(dy2, x2, m, sc, sh, act, rb, ROW_TASKS)
     if dx != 0:
         k1, k2 = _dx_constants(sum_dz, sum_dzxc, i64, n * spatial, batch_stats, proto)
-        dx2 = carray(_pointer(dx, proto), (n * spatial, c))
-        loops.bwd_dx_rows(dy2, x2, m, sc, sh, act, proto, k1, k2, dx2, rb)
+        dx2 = carray(_pointer(dx, proto), (R, K))
+        loops.bwd_dx_rows(
+            dy2, x2, m, sc, sh, act, proto, _expand(k1, G), _expand(k2, G), dx2, rb, cw
+        )
     _write(sum_dz_xhat_out, sum_dzxc * i64, proto)
     _write(sum_dz_out, sum_dz, proto)
