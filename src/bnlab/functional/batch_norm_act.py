@@ -1,7 +1,7 @@
 """``batch_norm_act``: batch norm fused with the activation that usually follows it.
 
-``act(batch_norm(x, ...))`` in one op, for ``activation`` in ``"relu"``, ``"silu"`` or
-``"identity"`` (plain batch norm). On the compiled CPU kernels the activation is applied in the
+``act(batch_norm(x, ...))`` in one op, for ``activation`` in ``"relu"``, ``"silu"``,
+``"hardswish"`` (torch's formulas) or ``"identity"`` (plain batch norm). On the compiled CPU kernels the activation is applied in the
 same pass that writes y (the output is written once), and the backward recomputes act'(z) from
 x inside its two passes over (dy, x), so the fusion costs no extra full-size pass or saved
 tensor. Everything else (checks, running statistics, eval mode, torch.compile and export,
@@ -29,7 +29,7 @@ def batch_norm_act(
     Args:
         input, running_mean, running_var, weight, bias, training, momentum, eps,
         num_batches_tracked: as in ``bnlab.functional.batch_norm``.
-        activation: ``"relu"`` (default), ``"silu"`` or ``"identity"``.
+        activation: ``"relu"`` (default), ``"silu"``, ``"hardswish"`` or ``"identity"``.
 
     Example::
 
