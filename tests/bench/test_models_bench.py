@@ -144,3 +144,15 @@ def test_threads_option_holds(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(out.read_text())["threads"] == 1
+
+
+def test_batch_one_into_batchnorm1d_is_skipped_not_fatal(tmp_path):
+    """Training mpg-mlp at batch 1 puts one value per channel into BatchNorm1d, which torch
+    and bnlab refuse: that configuration is reported as skipped, and the others are kept."""
+    out = tmp_path / "bench_models.json"
+    argv = ["--models", "mpg-mlp", "--batches", "1", "2", "--modes", "train", "--reps", "1"]
+    assert models.main([*argv, "--warmup", "0", "--no-memory", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["rows"][0]["batch"] == 2  # then the preset's own batch
+    (key,) = data["skipped"]
+    assert key.startswith("mpg-mlp train batch 1") and "1 value per channel" in data["skipped"][key]

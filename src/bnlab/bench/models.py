@@ -473,7 +473,17 @@ def run(
                 log(f"{name}: skipped, {skipped[name]}")
                 break
             for batch, size in configs:
-                row = measure(network, mode, models, unavailable, batch, size, reps, warmup)
+                try:
+                    row = measure(network, mode, models, unavailable, batch, size, reps, warmup)
+                except ValueError as error:
+                    # torch's and bnlab's refusal to train on one value per channel (batch 1
+                    # into a BatchNorm1d): that configuration cannot be measured, the rest can
+                    if "more than 1 value per channel" not in str(error):
+                        raise
+                    key = f"{name} {mode} batch {batch} size {size}"
+                    skipped[key] = f"cannot train: {error}"
+                    log(f"{key}: skipped, {skipped[key]}")
+                    continue
                 rows.append(asdict(row))
                 log(f"{name} {mode} batch {batch} input {row.input}: {_ratios_text(row.ratios)}")
             if memory:
