@@ -63,6 +63,8 @@ COLS_MAX_SPATIAL_NORMALIZE = 100
 COLS_MAX_SPATIAL_TRAIN = 16
 COLS_MAX_SPATIAL_BACKWARD = 16
 
+_CONTIGUOUS = torch.contiguous_format
+
 _MAX_THREADS: int = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
 _ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
 
@@ -89,10 +91,10 @@ def _sync_threads(numel: int) -> None:
 
 def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
     """``x`` itself if contiguous or channels_last, else a contiguous copy; and its format."""
+    if x.is_contiguous():  # the common case first: this runs at every call
+        return x, _CONTIGUOUS
     fmt = memory_format_of(x)
-    if fmt == torch.contiguous_format and not x.is_contiguous():
-        x = x.contiguous()
-    return x, fmt
+    return (x.contiguous() if fmt == _CONTIGUOUS else x), fmt
 
 
 def _geometry(
@@ -104,7 +106,7 @@ def _geometry(
     shape = x.shape
     n, c = shape[0], shape[1]
     s = x.numel() // (n * c)
-    rows = fmt != torch.contiguous_format or s == 1
+    rows = fmt != _CONTIGUOUS or s == 1
     cols = not rows and s <= cols_max
     return n, c, s, rows or cols, cols
 
@@ -139,10 +141,11 @@ def _address(t: torch.Tensor | None, dtype: torch.dtype, keep: list[torch.Tensor
     """
     if t is None:
         return 0
-    if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous():
-        t = t.detach().to(device="cpu", dtype=dtype).contiguous()
-        keep.append(t)
-    return t.data_ptr()
+    if t.dtype is dtype and t.is_contiguous() and t.is_cpu:
+        return t.data_ptr()
+    copy = t.detach().to(device="cpu", dtype=dtype).contiguous()
+    keep.append(copy)
+    return copy.data_ptr()
 
 
 def _in_place_address(t: torch.Tensor | None, dtype: torch.dtype) -> int | None:
@@ -204,11 +207,11 @@ def _affine(
     dtype = x.dtype
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
+    # positional, in AffineForwardArgs's order (keywords cost ~0.6 us more per call)
     args = entries.AffineForwardArgs(
-        x=xd.data_ptr(), y=y.data_ptr(), n=n, c=c, spatial=s,
-        weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep),
-        mean=_address(mean, dtype, keep), spread=_address(spread, dtype, keep),
-        spread_is_var=spread_is_var, eps=eps, act=ACTIVATIONS[activation], proto=_ONE[dtype],
+        xd.data_ptr(), y.data_ptr(), n, c, s, _address(weight, dtype, keep),
+        _address(bias, dtype, keep), _address(mean, dtype, keep), _address(spread, dtype, keep),
+        spread_is_var, eps, ACTIVATIONS[activation], _ONE[dtype],
     )  # fmt: skip
     if rows:
         entries.affine_forward_rows(*args, cols)
@@ -258,12 +261,10 @@ def forward_train(
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    args = entries.TrainForwardArgs(
-        x=xd.data_ptr(), y=y.data_ptr(), n=n, c=c, spatial=s,
-        weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep), eps=eps,
-        act=ACTIVATIONS[activation], mean_out=mean.data_ptr(), var_out=var.data_ptr(),
-        invstd_out=invstd.data_ptr(), running_mean=rm, running_var=rv, num_batches_tracked=nbt,
-        momentum=momentum, proto=_ONE[dtype],
+    args = entries.TrainForwardArgs(  # positional, in its order (see _affine)
+        xd.data_ptr(), y.data_ptr(), n, c, s, _address(weight, dtype, keep),
+        _address(bias, dtype, keep), eps, ACTIVATIONS[activation], mean.data_ptr(),
+        var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum, _ONE[dtype],
     )  # fmt: skip
     if rows:
         finite = entries.train_forward_rows(*args, cols)
@@ -299,12 +300,11 @@ def backward(
     sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
-    args = entries.BackwardArgs(
-        dy=dyd.data_ptr(), x=xd.data_ptr(), dx=0 if dx is None else dx.data_ptr(), n=n, c=c,
-        spatial=s, weight=_address(weight, dtype, keep), bias=_address(bias, dtype, keep),
-        mean=_address(mean, dtype, keep), invstd=_address(invstd, dtype, keep),
-        batch_stats=batch_stats, act=ACTIVATIONS[activation],
-        sum_dz_xhat_out=sum_dz_xhat.data_ptr(), sum_dz_out=sum_dz.data_ptr(), proto=_ONE[dtype],
+    args = entries.BackwardArgs(  # positional, in its order (see _affine)
+        dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s,
+        _address(weight, dtype, keep), _address(bias, dtype, keep), _address(mean, dtype, keep),
+        _address(invstd, dtype, keep), batch_stats, ACTIVATIONS[activation],
+        sum_dz_xhat.data_ptr(), sum_dz.data_ptr(), _ONE[dtype],
     )  # fmt: skip
     if rows:
         entries.backward_rows(*args, cols)
