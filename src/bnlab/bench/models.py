@@ -480,7 +480,7 @@ def run(
                     # into a BatchNorm1d): that configuration cannot be measured, the rest can
                     if "more than 1 value per channel" not in str(error):
                         raise
-                    key = f"{name} {mode} batch {batch} size {size}"
+                    key = f"{name} {mode} batch {batch}" + (f" size {size}" if size else "")
                     skipped[key] = f"cannot train: {error}"
                     log(f"{key}: skipped, {skipped[key]}")
                     continue
