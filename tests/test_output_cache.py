@@ -93,8 +93,10 @@ def test_environment_variable_sets_the_limit_or_is_refused_clearly(value, ok):
 
 
 def test_inference_outputs_come_from_torch_and_training_outputs_from_the_cache():
-    """Under no_grad the forward's y is torch's (no idle buffer held once it is freed); while
-    autograd records, y comes from the cache and returns to it when freed."""
+    """Under no_grad on an input that needs no gradient (inference) the forward's y is torch's
+    (no idle buffer held once it is freed); while autograd records, or for an input that
+    requires grad (the autograd Function's forward runs with grad mode off), y comes from the
+    cache and returns to it when freed."""
     x = torch.randn(BIG)
     mean, var = torch.zeros(BIG[1]), torch.ones(BIG[1])
     with torch.no_grad():
@@ -105,5 +107,12 @@ def test_inference_outputs_come_from_torch_and_training_outputs_from_the_cache()
     assert output_cache.cached_bytes() == 0
     y = cpu.eval_forward(x, mean, var, None, None, 1e-5)
     del y
+    gc.collect()
+    assert output_cache.cached_bytes() == x.numel() * x.element_size()
+    output_cache.set_output_cache(0)
+    output_cache.set_output_cache(64)
+    with torch.no_grad():
+        y = cpu.forward_train(x.requires_grad_(), None, None, 1e-5).y
+        del y
     gc.collect()
     assert output_cache.cached_bytes() == x.numel() * x.element_size()

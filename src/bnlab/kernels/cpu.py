@@ -122,13 +122,14 @@ def _by_channel(x: torch.Tensor, n: int, c: int, s: int, tensors: int) -> bool:
     )
 
 
-def _forward_output(xd: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-    """The forward's y: from the output cache while autograd records (training steps, where
-    the same sizes recur and the buffers are reused), from torch's allocator otherwise
-    (inference under no_grad: the cache's idle buffers would add to the peak memory what
-    torch's allocator returns to the system; measured on efficientnet_b0, batch 32, 112 px:
-    227-251 MB peak with the cache, 146 MB for torch). Gradients (dx) always use the cache."""
-    if torch.is_grad_enabled():
+def _forward_output(x: torch.Tensor, xd: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """The forward's y, shaped as ``xd`` (x made dense): from the output cache for training
+    (x requires grad, as inside the autograd Function's forward, where grad mode is off; or
+    grad mode is on), from torch's allocator for inference (no_grad on an input that does not
+    require grad: the cache's idle buffers would add to the peak memory what torch's allocator
+    returns to the system; measured on efficientnet_b0, batch 32, 112 px: 227-251 MB peak with
+    the cache, 146 MB for torch). Gradients (dx) always use the cache."""
+    if x.requires_grad or torch.is_grad_enabled():
         return output_cache.empty_like(xd, fmt)
     return torch.empty_like(xd)
 
@@ -203,7 +204,7 @@ def _affine(
 ) -> torch.Tensor:  # fmt: skip
     xd, fmt = _dense(x)
     n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_NORMALIZE)
-    y = _forward_output(xd, fmt)
+    y = _forward_output(x, xd, fmt)
     dtype = x.dtype
     keep: list[torch.Tensor] = []
     _sync_threads(x.numel())
@@ -255,7 +256,7 @@ def forward_train(
     dtype = x.dtype
     xd, fmt = _dense(x)
     n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_TRAIN)
-    y = _forward_output(xd, fmt)
+    y = _forward_output(x, xd, fmt)
     mean, var, invstd = _stat_vectors(x, 3)
     fold = _running_addresses(running, dtype)
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
