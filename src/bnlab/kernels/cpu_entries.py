@@ -359,10 +359,12 @@ def affine_forward_ncs(  # type: ignore[no-untyped-def]
     m, sc, sh, centered = _forward_constants(
         *_affine_constants(c, weight, bias, mean, spread, spread_is_var, eps, proto), proto
     )
-    loops.normalize_ncs(
-        carray(_pointer(x, proto), (n, c, spatial)), m, sc, sh, centered, act, proto,
-        carray(_pointer(y, proto), (n, c, spatial)), NCS_BLOCK,
-    )  # fmt: skip
+    x3 = carray(_pointer(x, proto), (n, c, spatial))
+    y3 = carray(_pointer(y, proto), (n, c, spatial))
+    if n >= 2:
+        loops.normalize_ncs_by_sample(x3, m, sc, sh, centered, act, proto, y3, ROW_TASKS)
+    else:
+        loops.normalize_ncs(x3, m, sc, sh, centered, act, proto, y3, NCS_BLOCK)
 
 
 @njit(cache=True, nogil=True)

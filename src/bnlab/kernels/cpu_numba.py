@@ -386,6 +386,20 @@ def normalize_ncs(x, m, s, b, centered, act, one, y, block):  # type: ignore[no-
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def normalize_ncs_by_sample(x, m, s, b, centered, act, one, y, ntasks):  # type: ignore[no-untyped-def]
+    """``normalize_ncs`` in memory order: at most ``ntasks`` tasks of whole samples, each
+    normalizing its samples channel after channel, so x and y are read and written front to
+    back (the channel-major tasks of ``normalize_ncs`` jump by C * S values from row to row).
+    Needs N >= 2 to share out."""
+    N, C, S = x.shape
+    per = (N + ntasks - 1) // ntasks
+    for t in prange((N + per - 1) // per):
+        for n in range(t * per, min(N, (t + 1) * per)):
+            for c in range(C):
+                _normalize_span(x, y, c, n, n + 1, 0, S, m[c], s[c], b[c], centered, act, one)
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def bwd_sums_ncs(dy, x, m, s, b, act, block):  # type: ignore[no-untyped-def]
     """Per channel, in float64: sum(dz) and sum(dz * (x - m)), dz = dy * act'(z)."""
     N, C, S = x.shape
