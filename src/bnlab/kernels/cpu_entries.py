@@ -49,7 +49,7 @@ CHANNEL_BYTES = 1_280_000
 NCS_BLOCK = 4096
 
 #: ``cols`` view (contiguous input whose S values per (sample, channel) are too few for a loop
-#: over them to vectorize, ``cpu.COLS_MAX_SPATIAL``): columns per task, 4 KiB of float32 per row.
+#: over them to vectorize, ``cpu.COLS_MAX_SPATIAL_*``): columns per task, 4 KiB of float32 per row.
 COL_WIDTH = 1024
 
 #: rows layout: at most this many tasks of whole row blocks, each with private (C,) sums. Fixed
