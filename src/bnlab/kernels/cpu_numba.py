@@ -287,7 +287,9 @@ def _smooth_grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: 
 def _smooth_dz_span(dy, x, dz, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ignore[no-untyped-def]
     """``_smooth_grad_sums_span``, also storing dz = dy * act'(z) into ``dz`` (dx's memory):
     the dx pass that follows (``_grad_input_in_place_span``) then reads it instead of
-    recomputing the activation's slope (an exp and a division per value for SiLU)."""
+    recomputing the activation's slope (an exp and a division per value for SiLU). Two
+    functions, not one with a flag: a store under a test kept the SiLU loop from vectorizing
+    (backward on (16, 72, 28, 28), 1 thread: 0.83 -> 1.65 ms)."""
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
     a1 = 0.0
