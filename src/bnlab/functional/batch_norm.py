@@ -42,7 +42,6 @@ from bnlab.functional._checks import (
     check_bn_args,
     check_channel_vector,
     check_momentum,
-    plain_bn_args,
 )
 from bnlab.functional.running_stats import update_running_stats, warn_non_finite
 from bnlab.kernels import portable
@@ -445,19 +444,11 @@ def _batch_norm(
     (a TracerWarning each); the ops check their arguments whenever the graph runs.
     """
     compiling = torch.compiler.is_compiling()  # first: Dynamo must not meet the C calls below
-    if not compiling:
-        if _is_tracing():
-            return _batch_norm_ops(
-                input, running_mean, running_var, weight, bias, training, momentum, eps,
-                num_batches_tracked, activation,
-            )  # fmt: skip
-        if plain_bn_args(input, running_mean, running_var, weight, bias, eps, momentum):
-            y = _plain_eager(
-                input, running_mean, running_var, weight, bias, training, momentum, eps,
-                num_batches_tracked, activation,
-            )  # fmt: skip
-            if y is not None:
-                return y
+    if not compiling and _is_tracing():
+        return _batch_norm_ops(
+            input, running_mean, running_var, weight, bias, training, momentum, eps,
+            num_batches_tracked, activation,
+        )  # fmt: skip
     eps, momentum = check_bn_args(
         input, running_mean, running_var, weight, bias, eps, momentum, training=training
     )
@@ -477,33 +468,6 @@ def _batch_norm(
             num_batches_tracked, activation, transformed=not compiling,
         )  # fmt: skip
     return _eager(input, weight, bias, stats_mean, stats_var, eps, activation, running)
-
-
-def _plain_eager(
-    input: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-    weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, momentum: float | None,
-    eps: float, num_batches_tracked: torch.Tensor | None, activation: str,
-) -> torch.Tensor | None:  # fmt: skip
-    """``_batch_norm``'s eager path for arguments that ``plain_bn_args`` passed, or None.
-
-    None (nothing computed) whenever one of ``_batch_norm``'s remaining checks might fail
-    (batch size, missing statistics in eval, momentum=None without a counter) or a torch.func
-    transform is active: ``_batch_norm`` then takes its full path, which raises the error.
-    """
-    if training:
-        if input.numel() == input.shape[1]:  # one value per channel: check_batch_size's error
-            return None
-        running = None
-        if running_mean is not None or running_var is not None or num_batches_tracked is not None:
-            if momentum is None and num_batches_tracked is None:
-                return None
-            running = kernels.RunningStats(running_mean, running_var, num_batches_tracked, momentum)
-        if _transforms_active():
-            return None
-        return _eager(input, weight, bias, None, None, eps, activation, running)
-    if running_mean is None or running_var is None or _transforms_active():
-        return None
-    return _eager(input, weight, bias, running_mean, running_var, eps, activation, None)
 
 
 def _eager(
