@@ -423,3 +423,56 @@ def test_entry_signatures_follow_their_named_arguments(entry, args, extra):
     params = list(inspect.signature(getattr(cpu_entries, entry).py_func).parameters)
     names = list(getattr(cpu_entries, args)._fields)
     assert params == [*names, *extra]
+
+
+def test_small_calls_run_the_serial_twins_large_ones_torchs_thread_count():
+    """Below SERIAL_NUMEL: the entries compiled without parallel loops (no OpenMP region
+    between torch's); at or above it: the parallel entries, on torch's thread count."""
+    import numba
+
+    from bnlab.kernels import cpu, cpu_entries, cpu_numba, serial
+
+    assert cpu._entries_for(cpu.SERIAL_NUMEL - 1) is serial.entries
+    assert cpu._entries_for(cpu.SERIAL_NUMEL) is cpu_entries
+    assert numba.get_num_threads() == min(torch.get_num_threads(), cpu._MAX_THREADS)
+    for name in ("train_forward_ncs", "affine_forward_rows", "backward_ncs"):
+        twin = getattr(serial.entries, name)
+        assert twin is not getattr(cpu_entries, name)
+        assert twin.py_func.__qualname__ == f"{name}__serial"
+        # the loops the twin calls are the serial ones, none of them parallel
+        assert twin.py_func.__globals__["loops"] is serial.loops
+    for name in ("normalize_ncs", "stats_rows", "bwd_sums_cols"):
+        assert getattr(cpu_numba, name).targetoptions["parallel"] is True
+        assert getattr(serial.loops, name).targetoptions["parallel"] is False
+    # stats_cols has no parallel loop of its own but calls one: twinned, calling the twin
+    assert serial.loops.stats_cols.py_func.__globals__["_column_sums"] is serial.loops._column_sums
+
+
+@pytest.mark.parametrize(
+    ("shape", "fmt"),
+    [((64, 6, 12, 12), None), ((8, 40, 7, 7), None), ((300, 5, 8, 8), torch.channels_last),
+     ((1000, 120), None), ((3, 7, 5000), None)],
+)  # fmt: skip
+@pytest.mark.parametrize("activation", ["identity", "relu", "silu", "hardswish"])
+def test_serial_twins_agree_with_the_parallel_kernels(shape, fmt, activation, monkeypatch):
+    """The same tasks in the same order; LLVM may vectorize the two builds differently, so
+    sums agree to rounding, not bit for bit (which build runs depends on the shape only)."""
+    from bnlab.kernels import cpu
+
+    x = _make(shape, torch.float64, fmt) * 3 + 2
+    c = shape[1]
+    weight, bias = torch.rand(c, dtype=torch.float64) + 0.5, torch.randn(c, dtype=torch.float64)
+    dy = torch.randn(shape, dtype=torch.float64).contiguous(
+        memory_format=fmt or torch.contiguous_format
+    )
+    results = []
+    for serial_numel in (0, 1 << 40):  # everything parallel, then everything serial
+        monkeypatch.setattr(cpu, "SERIAL_NUMEL", serial_numel)
+        rm, rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+        running = cpu.RunningStats(rm, rv, None, 0.1)
+        out = cpu.forward_train(x, weight, bias, 1e-5, activation, running)
+        y_eval = cpu.eval_forward(x, out.mean, out.var, weight, bias, 1e-5, activation)
+        grads = cpu.backward(dy, x, out.mean, out.invstd, weight, True, True, bias, activation)
+        results.append((out.y.clone(), out.mean, out.var, rm, rv, y_eval.clone(), *grads))
+    for par, ser in zip(*results, strict=True):
+        assert torch.allclose(par, ser, rtol=1e-12, atol=1e-12), (par - ser).abs().max().item()

@@ -31,6 +31,7 @@ the first CPU call, so importing bnlab neither imports Numba nor compiles anythi
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import torch
@@ -105,16 +106,21 @@ def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> None:
     machine: with an empty Numba cache they would otherwise all compile and write the same
     cache files at once, which Numba does not guard against (numba/numba#4807; seen here as a
     worker's C++ abort in a fresh clone). Covers every layout and work split the CPU family
-    distinguishes (rows, cols, ncs in tasks, ncs one task per channel).
+    distinguishes (rows, cols, ncs in tasks, ncs one task per channel), serial and parallel.
     """
     for dtype in dtypes:
+        done: set[tuple[tuple[int, ...], torch.memory_format]] = set()
         for shape, fmt in (
             ((4, 3), torch.contiguous_format),
             ((4, 3, 5), torch.contiguous_format),  # the cols view
             ((4, 3, 128), torch.contiguous_format),
             ((4, 4, 128), torch.contiguous_format),
             ((4, 3, 2, 2), torch.channels_last),
-        ):
+        ) * 2:  # small (the serial twins), then as many samples as make the parallel entries run
+            if (shape, fmt) in done:
+                numel = math.prod(shape)
+                shape = (-(-_cpu_family().SERIAL_NUMEL // numel) * shape[0], *shape[1:])
+            done.add((shape, fmt))
             x = torch.randn(shape, dtype=dtype).contiguous(memory_format=fmt)
             kern = select(x)
             c = shape[1]

@@ -16,9 +16,10 @@ Layouts: contiguous (N, C, *spatial) is seen as (N, C, S); (N, C) and channels_l
 C channels. Any other strides (transposed, expanded, sliced) are first copied to a contiguous
 tensor, so a strided input is never read wrongly; the output is then contiguous, as in the
 portable family. Numba's thread count follows ``torch.get_num_threads()`` (checked on every
-call), so torch and bnlab never run more threads than torch is told to use. Large outputs of
-training steps and gradients come from ``bnlab.kernels.output_cache`` (reused buffers: no page
-faults); under no_grad, from torch's allocator (``_forward_output``).
+call), so torch and bnlab never run more threads than torch is told to use; calls on fewer
+than ``SERIAL_NUMEL`` values run the serial twins of the entries (``bnlab.kernels.serial``).
+Large outputs of training steps and gradients come from ``bnlab.kernels.output_cache``
+(reused buffers: no page faults); under no_grad, from torch's allocator (``_forward_output``).
 
 This module imports Numba, but compiles nothing at import: each kernel is compiled on its first
 call for a dtype/layout and cached on disk (``cache=True``), so later processes only load it.
@@ -27,13 +28,14 @@ call for a dtype/layout and cached on disk (``cache=True``), so later processes 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numba
 import numpy as np
 import torch
 
 from bnlab.kernels import cpu_entries as entries
-from bnlab.kernels import output_cache, portable
+from bnlab.kernels import output_cache, portable, serial
 from bnlab.kernels.common import RunningStats, TrainOutput, memory_format_of
 
 __all__ = [
@@ -47,9 +49,10 @@ __all__ = [
 
 ACTIVATIONS = {"identity": 0, "relu": 1, "silu": 2, "hardswish": 3}
 
-#: below this many elements a kernel runs on the calling thread only: waking and joining a
-#: second thread costs more than it saves there. Measured on (64, 6, 12, 12) float32 (55K
-#: values): backward 15.6 -> 10.6 us and eval 5.4 -> 3.9 us with 2 threads instead of 1.
+#: below this many elements a kernel runs its serial twin (``bnlab.kernels.serial``), on the
+#: calling thread, with no OpenMP region: sharing so little out costs more than it saves.
+#: Measured on (64, 6, 12, 12) float32 (55K values), isolated: backward 15.6 -> 10.6 us and
+#: eval 5.4 -> 3.9 us on one thread instead of two.
 SERIAL_NUMEL = 1 << 14
 
 #: contiguous input with at most this many values per (sample, channel) runs in the ``cols``
@@ -58,8 +61,10 @@ SERIAL_NUMEL = 1 << 14
 #: Measured on float32 at batch 8-32, C = 40-576, 1 thread (ncs -> cols): eval (16, 576, 4, 4)
 #: 89 -> 32 us, (16, 240, 7, 7) 62 -> 42, (16, 72, 10, 10) 29 -> 25, (16, 72, 14, 14) 52 -> 52;
 #: training forward (16, 576, 4, 4) 132 -> 85, (16, 240, 7, 7) 110 -> 110; backward
-#: (16, 576, 4, 4) 169 -> 129, (16, 240, 7, 7) 134 -> 172, (8, 512, 7, 7) 143 -> 252.
-COLS_MAX_SPATIAL_NORMALIZE = 100
+#: (16, 576, 4, 4) 169 -> 129, (16, 240, 7, 7) 134 -> 172, (8, 512, 7, 7) 143 -> 252. Since
+#: ``cpu_numba.normalize_ncs`` loops over whole-row views, eval needs the cols view only up to
+#: 4x4: (32, 240, 7, 7) ncs 116 us, cols 109, torch 115; (32, 576, 4, 4) ncs 162, cols 74.
+COLS_MAX_SPATIAL_NORMALIZE = 16
 COLS_MAX_SPATIAL_TRAIN = 16
 COLS_MAX_SPATIAL_BACKWARD = 16
 
@@ -72,14 +77,18 @@ _ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
 _numba_threads = threading.local()
 
 
-def _sync_threads(numel: int) -> None:
-    """Run Numba with torch's thread count (so the two never oversubscribe the cores).
+def _entries_for(numel: int) -> Any:
+    """The compiled entries for a call on ``numel`` values: the serial twins below
+    ``SERIAL_NUMEL``; else the parallel ones, with Numba's thread count made torch's.
 
-    One thread below ``SERIAL_NUMEL``. Numba's setting is per calling thread; the last value
-    set is remembered per thread, since asking Numba costs about a microsecond.
+    Never a parallel region of one thread between torch's regions: see
+    ``bnlab.kernels.serial``. Numba's setting is per calling thread; the last value set is
+    remembered per thread, since asking Numba costs about a microsecond.
     """
+    if numel < SERIAL_NUMEL:
+        return serial.entries
     torch_threads = torch.get_num_threads()
-    n = max(1, min(torch_threads if numel >= SERIAL_NUMEL else 1, _MAX_THREADS))
+    n = max(1, min(torch_threads, _MAX_THREADS))
     if getattr(_numba_threads, "n", 0) != n:
         numba.set_num_threads(n)
         _numba_threads.n = n
@@ -87,6 +96,7 @@ def _sync_threads(numel: int) -> None:
             # Starting Numba's OpenMP pool sets the process-wide OpenMP thread count, which
             # torch shares (one libgomp): give torch back the count its user chose.
             torch.set_num_threads(torch_threads)
+    return entries
 
 
 def _dense(x: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
@@ -185,16 +195,16 @@ def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     xd, fmt = _dense(x)
     n, c, s, rows, cols = _geometry(xd, fmt, COLS_MAX_SPATIAL_TRAIN)  # as forward_train
     mean, var = _stat_vectors(x, 2)
-    _sync_threads(x.numel())
+    compiled = _entries_for(x.numel())
     args = entries.TrainForwardArgs(
         x=xd.data_ptr(), y=0, n=n, c=c, spatial=s, weight=0, bias=0, eps=1.0, act=0,
         mean_out=mean.data_ptr(), var_out=var.data_ptr(), invstd_out=0, running_mean=0,
         running_var=0, num_batches_tracked=0, momentum=0.0, proto=_ONE[x.dtype],
     )  # fmt: skip
     if rows:
-        entries.train_forward_rows(*args, cols)
+        compiled.train_forward_rows(*args, cols)
     else:
-        entries.train_forward_ncs(*args, False)
+        compiled.train_forward_ncs(*args, False)
     return mean, var
 
 
@@ -207,7 +217,7 @@ def _affine(
     y = _forward_output(x, xd, fmt)
     dtype = x.dtype
     keep: list[torch.Tensor] = []
-    _sync_threads(x.numel())
+    compiled = _entries_for(x.numel())
     # positional, in AffineForwardArgs's order (keywords cost ~0.6 us more per call)
     args = entries.AffineForwardArgs(
         xd.data_ptr(), y.data_ptr(), n, c, s, _address(weight, dtype, keep),
@@ -215,9 +225,9 @@ def _affine(
         spread_is_var, eps, ACTIVATIONS[activation], _ONE[dtype],
     )  # fmt: skip
     if rows:
-        entries.affine_forward_rows(*args, cols)
+        compiled.affine_forward_rows(*args, cols)
     else:
-        entries.affine_forward_ncs(*args)
+        compiled.affine_forward_ncs(*args)
     return y
 
 
@@ -261,16 +271,16 @@ def forward_train(
     fold = _running_addresses(running, dtype)
     rm, rv, nbt, momentum = (0, 0, 0, 0.0) if fold is None else fold
     keep: list[torch.Tensor] = []
-    _sync_threads(x.numel())
+    compiled = _entries_for(x.numel())
     args = entries.TrainForwardArgs(  # positional, in its order (see _affine)
         xd.data_ptr(), y.data_ptr(), n, c, s, _address(weight, dtype, keep),
         _address(bias, dtype, keep), eps, ACTIVATIONS[activation], mean.data_ptr(),
         var.data_ptr(), invstd.data_ptr(), rm, rv, nbt, momentum, _ONE[dtype],
     )  # fmt: skip
     if rows:
-        finite = entries.train_forward_rows(*args, cols)
+        finite = compiled.train_forward_rows(*args, cols)
     else:
-        finite = entries.train_forward_ncs(*args, _by_channel(xd, n, c, s, 1))
+        finite = compiled.train_forward_ncs(*args, _by_channel(xd, n, c, s, 1))
     folded = None if running is None or fold is None else bool(finite)
     return TrainOutput(y, mean, var, invstd, folded)
 
@@ -300,7 +310,7 @@ def backward(
     dx = output_cache.empty_like(xd, fmt) if need_input_grad else None
     sum_dz_xhat, sum_dz = _stat_vectors(x, 2)
     keep: list[torch.Tensor] = []
-    _sync_threads(x.numel())
+    compiled = _entries_for(x.numel())
     args = entries.BackwardArgs(  # positional, in its order (see _affine)
         dyd.data_ptr(), xd.data_ptr(), 0 if dx is None else dx.data_ptr(), n, c, s,
         _address(weight, dtype, keep), _address(bias, dtype, keep), _address(mean, dtype, keep),
@@ -308,7 +318,7 @@ def backward(
         sum_dz_xhat.data_ptr(), sum_dz.data_ptr(), _ONE[dtype],
     )  # fmt: skip
     if rows:
-        entries.backward_rows(*args, cols)
+        compiled.backward_rows(*args, cols)
     else:
-        entries.backward_ncs(*args, _by_channel(xd, n, c, s, 2))
+        compiled.backward_ncs(*args, _by_channel(xd, n, c, s, 2))
     return dx, sum_dz_xhat, sum_dz

@@ -361,10 +361,7 @@ def affine_forward_ncs(  # type: ignore[no-untyped-def]
     )
     x3 = carray(_pointer(x, proto), (n, c, spatial))
     y3 = carray(_pointer(y, proto), (n, c, spatial))
-    if n >= 2:
-        loops.normalize_ncs_by_sample(x3, m, sc, sh, centered, act, proto, y3, ROW_TASKS)
-    else:
-        loops.normalize_ncs(x3, m, sc, sh, centered, act, proto, y3, NCS_BLOCK)
+    loops.normalize_ncs(x3, m, sc, sh, centered, act, proto, y3, NCS_BLOCK)
 
 
 @njit(cache=True, nogil=True)
