@@ -172,14 +172,26 @@ def _chan_merge(cnt, mu, m2, lo, hi, stride):  # type: ignore[no-untyped-def]
 # helpers hold the loops; the kernels below only cut the work into spans.
 
 
+@njit(cache=True, nogil=True)
+def _row(a, n, c, s0, s1):  # type: ignore[no-untyped-def]
+    """a[n, c, s0:s1]: the span of a row the span functions below loop over, as a view of the
+    whole row when it is the whole row. A loop over a slice with run-time bounds took 1.3-1.7x
+    as long on rows of 16-49 values (LLVM checks the slices for overlap on every row), and the
+    tasks of one channel at a time (``train_ncs_by_channel``, ``bwd_ncs_by_channel``) always
+    span whole rows: backward dx pass on (8, 576, 4, 4), 1 thread, 42 -> 35 us."""
+    if s0 == 0 and s1 == a.shape[2]:
+        return a[n, c]
+    return a[n, c, s0:s1]
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _moments_span(x, c, n0, n1, s0, s1):  # type: ignore[no-untyped-def]
     """(count, mean, M2) of a span: per-row sums in x's dtype, float64 across rows."""
     acc = 0.0
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
         part = x.dtype.type(0)
-        for j in range(s1 - s0):
+        for j in range(xr.size):
             part += xr[j]
         acc += part
     k = (n1 - n0) * (s1 - s0)
@@ -187,9 +199,9 @@ def _moments_span(x, c, n0, n1, s0, s1):  # type: ignore[no-untyped-def]
     mx = x.dtype.type(m)
     q = 0.0
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
         part = x.dtype.type(0)
-        for j in range(s1 - s0):
+        for j in range(xr.size):
             d = xr[j] - mx
             part += d * d
         q += part
@@ -203,20 +215,20 @@ def _normalize_span(x, y, c, n0, n1, s0, s1, mc, sc, bc, centered, act, one):  #
     holds the folded shift: see the module docstring)."""
     zero = one - one
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        yr = y[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
+        yr = _row(y, n, c, s0, s1)
         if act == 0:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 yr[i] = (xr[i] - mc if centered else xr[i]) * sc + bc
         elif act == 1:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 z = (xr[i] - mc if centered else xr[i]) * sc + bc
                 yr[i] = z if not z < 0 else zero
         elif act == 2:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 yr[i] = _silu((xr[i] - mc if centered else xr[i]) * sc + bc, one)
         else:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 yr[i] = _hardswish((xr[i] - mc if centered else xr[i]) * sc + bc, one)
 
 
@@ -234,17 +246,17 @@ def _grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ignore[
     a1 = 0.0
     a2 = 0.0
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        dyr = dy[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
+        dyr = _row(dy, n, c, s0, s1)
         q1 = zero
         q2 = zero
         if act == 0:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 g = dyr[i]
                 q1 += g
                 q2 += g * (xr[i] - mc)
         else:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 g = dyr[i] if xc * sc + bc > 0 else zero
                 q1 += g
@@ -262,18 +274,18 @@ def _smooth_grad_sums_span(dy, x, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: 
     a1 = 0.0
     a2 = 0.0
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        dyr = dy[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
+        dyr = _row(dy, n, c, s0, s1)
         q1 = zero
         q2 = zero
         if act == 2:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 g = dyr[i] * _silu_slope(xc * sc + bc, one)
                 q1 += g
                 q2 += g * xc
         else:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 g = dyr[i] * _hardswish_slope(xc * sc + bc, one)
                 q1 += g
@@ -295,20 +307,20 @@ def _smooth_dz_span(dy, x, dz, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ign
     a1 = 0.0
     a2 = 0.0
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        dyr = dy[n, c, s0:s1]
-        dzr = dz[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
+        dyr = _row(dy, n, c, s0, s1)
+        dzr = _row(dz, n, c, s0, s1)
         q1 = zero
         q2 = zero
         if act == 2:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 g = dyr[i] * _silu_slope(xc * sc + bc, one)
                 dzr[i] = g
                 q1 += g
                 q2 += g * xc
         else:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 g = dyr[i] * _hardswish_slope(xc * sc + bc, one)
                 dzr[i] = g
@@ -323,9 +335,9 @@ def _smooth_dz_span(dy, x, dz, c, n0, n1, s0, s1, mc, sc, bc, act):  # type: ign
 def _grad_input_in_place_span(x, dz, c, n0, n1, s0, s1, mc, sc, c1, c2):  # type: ignore[no-untyped-def]
     """dx = sc * (dz - c1 - (x - mc) * c2), written over dz (``_smooth_dz_span``'s)."""
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        dzr = dz[n, c, s0:s1]
-        for i in range(s1 - s0):
+        xr = _row(x, n, c, s0, s1)
+        dzr = _row(dz, n, c, s0, s1)
+        for i in range(xr.size):
             dzr[i] = sc * (dzr[i] - c1 - (xr[i] - mc) * c2)
 
 
@@ -334,24 +346,24 @@ def _grad_input_span(dy, x, dx, c, n0, n1, s0, s1, mc, sc, bc, act, one, c1, c2)
     """dx = sc * (dz - c1 - (x - mc) * c2) on a span."""
     zero = one - one
     for n in range(n0, n1):
-        xr = x[n, c, s0:s1]
-        dyr = dy[n, c, s0:s1]
-        dxr = dx[n, c, s0:s1]
+        xr = _row(x, n, c, s0, s1)
+        dyr = _row(dy, n, c, s0, s1)
+        dxr = _row(dx, n, c, s0, s1)
         if act == 0:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 dxr[i] = sc * (dyr[i] - c1 - (xr[i] - mc) * c2)
         elif act == 1:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 z = xc * sc + bc
                 g = dyr[i] if z > 0 else zero
                 dxr[i] = sc * (g - c1 - xc * c2)
         elif act == 2:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 dxr[i] = sc * (dyr[i] * _silu_slope(xc * sc + bc, one) - c1 - xc * c2)
         else:
-            for i in range(s1 - s0):
+            for i in range(xr.size):
                 xc = xr[i] - mc
                 dxr[i] = sc * (dyr[i] * _hardswish_slope(xc * sc + bc, one) - c1 - xc * c2)
 
