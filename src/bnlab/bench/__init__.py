@@ -4,6 +4,7 @@ One module per tool, each run as ``python -m bnlab.bench.<tool> [--help]``:
 
     kernels           bnlab's batch norm vs torch's, op by op (also ``bnlab bench``, ``make bench``)
     models            whole networks, torch's BN vs bnlab's (also ``bnlab bench --models``)
+    layer_cost        where a BN layer's time goes inside a network (stand-ins, at inference)
     sync              SyncBatchNorm vs local BatchNorm on N local processes
     fold              a folded Conv+BN vs the Conv alone, at inference
     lab_epoch         a lab training epoch with bnlab's BN layers vs torch's

@@ -40,7 +40,7 @@ import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from numba import njit
@@ -177,6 +177,10 @@ def measure(
     }
 
 
+#: table headers where a stand-in's name is too wide for 80 columns
+_HEADERS = {"torch_op": "t_op"}
+
+
 def print_table(result: dict[str, Any], console: Any = None) -> None:
     """One row per network and batch: each stand-in's cost per BN layer (us), then bnlab's
     network's time over torch's; within 80 columns."""
@@ -187,12 +191,14 @@ def print_table(result: dict[str, Any], console: Any = None) -> None:
     console.print(
         f"{result['threads']} torch threads, {result['size']} px, medians of {result['reps']} "
         "rounds. Cost of one BN layer in place (us): the stand-in network's forward time above "
-        "the identity network's, per BN layer. x torch: bnlab's network's time / torch's.",
+        "the identity network's, per BN layer (t_op: torch_op). ratio: bnlab's network's time "
+        "/ torch's.",
         highlight=False,
     )
     table = Table(box=None, pad_edge=False)
-    for col in ("model", "batch", "layers", *STAND_INS[1:], "x torch"):
-        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for col in ("model", "batch", "layers", *STAND_INS[1:], "ratio"):
+        justify: Literal["left", "right"] = "left" if col == "model" else "right"
+        table.add_column(_HEADERS.get(col, col), justify=justify, no_wrap=True)
     for r in result["rows"]:
         table.add_row(
             r["model"],

@@ -4,8 +4,8 @@ A Numba parallel loop opens an OpenMP region on every call, even on one thread. 
 network, torch's convolutions before and after each batch norm run teams of
 ``torch.get_num_threads()`` threads on the same OpenMP runtime; a one-thread region between
 them makes the runtime reshape its team twice per call. Measured with
-``bnlab.bench.layer_cost``'s method (mobilenet_v3_small, eval, 112 px, 2 threads), the same
-kernels cost 16.7 -> 13.6 us per layer at batch 1 and 38.0 -> 29.3 at batch 8 when they kept
+``bnlab.bench.layer_cost``'s method (mobilenet_v3_small, eval, 112 px, 2 threads), the eval
+entries cost 36.4 -> 28.9 us per layer at batch 8 and 60.7 -> 51.0 at batch 32 when they kept
 torch's team instead of switching to one thread for small calls. A call too small to share out
 (``cpu.SERIAL_NUMEL``) therefore runs a twin, which opens no region at all, and every other
 call runs on torch's thread count.
