@@ -476,3 +476,25 @@ def test_serial_twins_agree_with_the_parallel_kernels(shape, fmt, activation, mo
         results.append((out.y.clone(), out.mean, out.var, rm, rv, y_eval.clone(), *grads))
     for par, ser in zip(*results, strict=True):
         assert torch.allclose(par, ser, rtol=1e-12, atol=1e-12), (par - ser).abs().max().item()
+
+
+def test_serial_twins_are_cached_on_disk():
+    """A new process loads the twins' compiled code instead of compiling it again (~10 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from bnlab.kernels import cpu, serial\n"
+        "x = torch.randn(2, 8, 4, 4)\n"
+        "cpu.eval_forward(x, torch.zeros(8), torch.ones(8), None, None, 1e-5)\n"
+        "stats = serial.entries.affine_forward_rows.stats\n"
+        "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        for _ in range(2)  # the first may compile and write the cache, the second must load it
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    hits, misses = map(int, runs[1].stdout.split())
+    assert (hits, misses) == (1, 0), f"second process: {hits} cache hits, {misses} misses"

@@ -47,7 +47,8 @@ def _twin(dispatcher: Dispatcher, namespace: dict[str, Any]) -> Dispatcher:
     g.__qualname__ = f.__qualname__ + _SUFFIX
     g.__module__ = f.__module__
     options = {k: v for k, v in dispatcher.targetoptions.items() if k != "nopython"}
-    return njit(**{**options, "parallel": False})(g)
+    # cached on disk like every kernel here (``cache`` is not among the target options)
+    return njit(**{**options, "parallel": False, "cache": True})(g)
 
 
 def twin_module(module: types.ModuleType, swaps: dict[str, Any]) -> types.ModuleType:
