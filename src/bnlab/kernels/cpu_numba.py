@@ -178,7 +178,8 @@ def _row(a, n, c, s0, s1):  # type: ignore[no-untyped-def]
     whole row when it is the whole row. A loop over a slice with run-time bounds took 1.3-1.7x
     as long on rows of 16-49 values (LLVM checks the slices for overlap on every row), and the
     tasks of one channel at a time (``train_ncs_by_channel``, ``bwd_ncs_by_channel``) always
-    span whole rows: backward dx pass on (8, 576, 4, 4), 1 thread, 42 -> 35 us."""
+    span whole rows: on (8, 240, 7, 7), 1 thread, backward 66 -> 62 us, training forward
+    64 -> 59 us."""
     if s0 == 0 and s1 == a.shape[2]:
         return a[n, c]
     return a[n, c, s0:s1]
