@@ -11,9 +11,11 @@ torch's team instead of switching to one thread for small calls. A call too smal
 call runs on torch's thread count.
 
 A twin is its original's Python function compiled with ``parallel=False`` (``prange`` then
-runs as ``range``: the same tasks in the same order, so the same results bit for bit), under its
-own name (``<name>__serial``, its own disk cache entry), with the globals it calls swapped for
-their twins. Only what reaches a parallel loop is twinned; the rest is shared.
+runs as ``range``: the same tasks in the same order), under its own name (``<name>__serial``,
+its own disk cache entry), with the globals it calls swapped for their twins. Only what reaches
+a parallel loop is twinned; the rest is shared. LLVM may vectorize a twin differently from its
+original, so sums can differ in the last bits (tested to 1e-12 in float64); which build runs
+depends on the shape only, never on the thread count, so results stay reproducible.
 """
 
 from __future__ import annotations
